@@ -1,0 +1,92 @@
+//! Layout shared by the eBPF programs and the agent: map and program names,
+//! the LPM action values and the statistics slots.
+//!
+//! Everything here is part of the on-node ABI. Maps are pinned and outlive the
+//! agent, so a value that changes meaning here breaks nodes that upgrade.
+#![no_std]
+
+/// LPM trie of IPv4 destinations, keyed by `Key<[u8; 4]>`, valued by an action byte.
+pub const MAP_NON_MASQ_V4: &str = "NON_MASQ_V4";
+/// LPM trie of IPv6 destinations, keyed by `Key<[u8; 16]>`, valued by an action byte.
+pub const MAP_NON_MASQ_V6: &str = "NON_MASQ_V6";
+/// Per-CPU packet counters, indexed by the `STAT_*` slots.
+pub const MAP_STATS: &str = "STATS";
+
+/// Name of the TC classifier function, as the kernel and `bpftool prog` show it.
+pub const PROGRAM_CLASSIFIER: &str = "ip_masq_classify";
+/// Read-only global holding the mark bit(s) the classifier ORs into `skb->mark`.
+pub const GLOBAL_KEEP_SOURCE_MARK: &str = "KEEP_SOURCE_MARK";
+
+/// Default capacity of each LPM trie; `--max-cidrs` overrides it.
+pub const DEFAULT_MAP_CAPACITY: u32 = 65_536;
+
+/// The decision stored as the value of an LPM entry.
+///
+/// The longest matching prefix decides, so a `Masquerade` entry inside a
+/// `KeepSource` range carves an exception out of it, and vice versa.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Action {
+    /// Keep the pod's source address: the classifier sets the mark bit.
+    KeepSource = 1,
+    /// Masquerade even though a shorter prefix says otherwise.
+    Masquerade = 2,
+}
+
+impl Action {
+    /// Decodes a map value. Unknown values decode to `None` and are treated as
+    /// a miss, which means "masquerade": the safe default for an unknown byte.
+    #[inline(always)]
+    pub const fn from_value(value: u8) -> Option<Self> {
+        match value {
+            1 => Some(Self::KeepSource),
+            2 => Some(Self::Masquerade),
+            _ => None,
+        }
+    }
+
+    /// Whether a lookup result means the source address must be kept.
+    #[inline(always)]
+    pub const fn keeps_source(value: Option<u8>) -> bool {
+        matches!(value, Some(v) if v == Self::KeepSource as u8)
+    }
+}
+
+/// IPv4 packets the classifier looked up.
+pub const STAT_V4_SEEN: u32 = 0;
+/// IPv4 packets the classifier marked keep-source.
+pub const STAT_V4_KEPT: u32 = 1;
+/// IPv6 packets the classifier looked up.
+pub const STAT_V6_SEEN: u32 = 2;
+/// IPv6 packets the classifier marked keep-source.
+pub const STAT_V6_KEPT: u32 = 3;
+/// Number of statistics slots.
+pub const STAT_SLOTS: u32 = 4;
+
+/// Default mark bit: left free by kube-proxy (0x4000, 0x8000), Calico,
+/// flannel, AWS VPC CNI and Cilium's commonly used bits.
+pub const DEFAULT_KEEP_SOURCE_MARK: u32 = 0x2000;
+
+const _: () = assert!(core::mem::size_of::<Action>() == 1);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_keep_source_keeps_source() {
+        assert!(Action::keeps_source(Some(Action::KeepSource as u8)));
+        assert!(!Action::keeps_source(Some(Action::Masquerade as u8)));
+        assert!(!Action::keeps_source(None));
+        assert!(!Action::keeps_source(Some(0)));
+        assert!(!Action::keeps_source(Some(0xff)));
+    }
+
+    #[test]
+    fn values_round_trip() {
+        for action in [Action::KeepSource, Action::Masquerade] {
+            assert_eq!(Action::from_value(action as u8), Some(action));
+        }
+        assert_eq!(Action::from_value(0), None);
+    }
+}

@@ -1,0 +1,435 @@
+//! `ip-masq run`: keeps the datapath, the maps and the static rules in line
+//! with the config file and the node's interfaces, until SIGTERM.
+//!
+//! On SIGTERM the agent exits and leaves everything in place: the pinned
+//! links and maps keep classifying traffic across a rolling update.
+
+use std::{
+    collections::BTreeMap,
+    os::fd::AsRawFd as _,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use thiserror::Error;
+use tokio::{
+    signal::unix::{SignalKind, signal},
+    sync::mpsc,
+    time::{MissedTickBehavior, interval_at},
+};
+use tracing::{debug, error, info, warn};
+
+use crate::{
+    config::{self, MasqConfig, ParseOptions},
+    datapath::{Attachment, Datapath, DatapathError, LoadOptions},
+    interfaces::{self, Interface, Selector},
+    rules::{Family, Installer, RuleSet, RulesError},
+    source, sync,
+    table::Table,
+    watch::{self, LinkEvent},
+};
+
+/// Everything `run` needs, decided from the command line.
+#[derive(Clone, Debug)]
+pub struct AgentOptions {
+    pub config_path: PathBuf,
+    pub parse: ParseOptions,
+    pub rules: RuleSet,
+    pub selector: Selector,
+    pub pin_dir: PathBuf,
+    pub max_entries: u32,
+}
+
+/// Errors that stop the agent.
+#[derive(Debug, Error)]
+pub enum AgentError {
+    #[error(
+        "another ip-masq agent already runs on pin directory {path} (lock held); refusing to fight over it"
+    )]
+    AlreadyRunning { path: PathBuf },
+    #[error("cannot lock pin directory {path}")]
+    Lock {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Datapath(#[from] DatapathError),
+    #[error("cannot install the static iptables rules")]
+    Rules(#[from] RulesError),
+    #[error(transparent)]
+    Watch(#[from] watch::WatchError),
+    #[error(transparent)]
+    Interfaces(#[from] interfaces::InterfacesError),
+    #[error("cannot install signal handler")]
+    Signal(#[source] std::io::Error),
+}
+
+/// An exclusive lock on the pin directory, held for the agent's lifetime.
+/// bpffs holds no regular files, so the directory itself is locked.
+pub struct PinDirLock {
+    _dir: std::fs::File,
+}
+
+impl PinDirLock {
+    /// Takes the lock without waiting.
+    ///
+    /// # Errors
+    /// [`AgentError::AlreadyRunning`] when another process holds it.
+    pub fn acquire(pin_dir: &Path) -> Result<Self, AgentError> {
+        crate::datapath::prepare_pin_dir(pin_dir)?;
+        let dir = std::fs::File::open(pin_dir).map_err(|source| AgentError::Lock {
+            path: pin_dir.to_owned(),
+            source,
+        })?;
+        // SAFETY: flock on a valid fd we own.
+        let rc = unsafe { libc::flock(dir.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) };
+        if rc != 0 {
+            let err = std::io::Error::last_os_error();
+            return Err(if err.raw_os_error() == Some(libc::EWOULDBLOCK) {
+                AgentError::AlreadyRunning {
+                    path: pin_dir.to_owned(),
+                }
+            } else {
+                AgentError::Lock {
+                    path: pin_dir.to_owned(),
+                    source: err,
+                }
+            });
+        }
+        Ok(Self { _dir: dir })
+    }
+}
+
+/// The result of the last attempt to load the config file.
+#[derive(Clone, Debug)]
+pub enum ReloadOutcome {
+    Applied { added: usize, removed: usize },
+    Rejected { error: String },
+}
+
+struct Agent {
+    options: AgentOptions,
+    datapath: Datapath,
+    /// What the maps hold, entry by entry as writes succeeded.
+    applied: Table,
+    /// The config in force (the last good one).
+    config: Option<MasqConfig>,
+    /// Raw bytes of the last file read, to skip no-op reloads cheaply.
+    last_bytes: Option<Option<Vec<u8>>>,
+    installers: Vec<Installer>,
+    /// Interfaces that carry the classifier, by index.
+    attached: BTreeMap<u32, String>,
+}
+
+/// Runs the agent until SIGTERM or SIGINT.
+///
+/// # Errors
+/// Returns an error only for problems that make running impossible:
+/// another agent on the same pin directory, no BPF support, no iptables.
+/// A bad config file is logged and never stops the agent.
+pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
+    let _lock = PinDirLock::acquire(&options.pin_dir)?;
+    let datapath = Datapath::load(&LoadOptions {
+        pin_dir: options.pin_dir.clone(),
+        mark: options.rules.mark,
+        max_entries: options.max_entries,
+    })?;
+    // Start from what the pinned maps already hold, so that a restart
+    // writes only the difference and never empties the maps.
+    let applied = Table::from_map_entries(datapath.read_entries()?.into_iter().filter_map(
+        |(prefix, value)| ip_masq_common::Action::from_value(value).map(|action| (prefix, action)),
+    ));
+    info!(
+        pin_dir = %options.pin_dir.display(),
+        restored_entries = applied.len(),
+        "datapath loaded"
+    );
+    let mut installers = vec![Installer::new(Family::V4, options.rules.clone())];
+    if options.parse.enable_ipv6 {
+        installers.push(Installer::new(Family::V6, options.rules.clone()));
+    }
+    let mut agent = Agent {
+        options,
+        datapath,
+        applied,
+        config: None,
+        last_bytes: None,
+        installers,
+        attached: BTreeMap::new(),
+    };
+
+    let (link_tx, mut link_rx) = mpsc::channel(1024);
+    watch::link_events(link_tx)?;
+    let (config_tx, mut config_rx) = mpsc::channel(64);
+    let mut config_watched = agent.watch_config(config_tx.clone());
+
+    agent.reload(true);
+    agent.ensure_rules()?;
+    let handle = netlink_handle()?;
+    agent.reconcile_interfaces(&handle).await?;
+    info!(
+        interfaces = agent.attached.len(),
+        "ready: maps filled, classifier attached, rules in place"
+    );
+
+    let mut terminate = signal(SignalKind::terminate()).map_err(AgentError::Signal)?;
+    let mut interrupt = signal(SignalKind::interrupt()).map_err(AgentError::Signal)?;
+    let mut resync_every = agent.resync_interval();
+    let mut resync = interval_at(tokio::time::Instant::now() + resync_every, resync_every);
+    resync.set_missed_tick_behavior(MissedTickBehavior::Delay);
+
+    loop {
+        tokio::select! {
+            _ = terminate.recv() => {
+                info!("SIGTERM: exiting, datapath left in place");
+                return Ok(());
+            }
+            _ = interrupt.recv() => {
+                info!("SIGINT: exiting, datapath left in place");
+                return Ok(());
+            }
+            Some(()) = config_rx.recv() => {
+                // A ConfigMap update is a burst of events; let it settle.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                while config_rx.try_recv().is_ok() {}
+                agent.reload(false);
+            }
+            Some(event) = link_rx.recv() => {
+                agent.on_link_event(event);
+            }
+            _ = resync.tick() => {
+                debug!("periodic resync");
+                if !config_watched {
+                    config_watched = agent.watch_config(config_tx.clone());
+                }
+                agent.reload(true);
+                agent.repair_map_drift();
+                if let Err(err) = agent.ensure_rules() {
+                    error!(error = %error_chain(&err), "cannot repair iptables rules");
+                }
+                if let Err(err) = agent.reconcile_interfaces(&handle).await {
+                    error!(error = %error_chain(&err), "cannot reconcile interfaces");
+                }
+            }
+        }
+        let wanted = agent.resync_interval();
+        if wanted != resync_every {
+            resync_every = wanted;
+            resync = interval_at(tokio::time::Instant::now() + wanted, wanted);
+            resync.set_missed_tick_behavior(MissedTickBehavior::Delay);
+            info!(interval = ?wanted, "resync interval changed");
+        }
+    }
+}
+
+fn netlink_handle() -> Result<rtnetlink::Handle, AgentError> {
+    let (connection, handle, _) = rtnetlink::new_connection()
+        .map_err(|e| AgentError::Interfaces(interfaces::InterfacesError::Socket(e)))?;
+    tokio::spawn(connection);
+    Ok(handle)
+}
+
+impl Agent {
+    fn resync_interval(&self) -> Duration {
+        self.config
+            .as_ref()
+            .map_or(config::DEFAULT_RESYNC_INTERVAL, |c| c.resync_interval)
+    }
+
+    fn watch_config(&self, changes: mpsc::Sender<()>) -> bool {
+        match watch::config_changes(&self.options.config_path, changes) {
+            Ok(()) => true,
+            Err(err) => {
+                warn!(error = %error_chain(&err), "config changes are picked up at each resync only");
+                false
+            }
+        }
+    }
+
+    /// Reads, validates and applies the config file. A bad file is logged
+    /// once and leaves the maps as they are.
+    fn reload(&mut self, periodic: bool) -> Option<ReloadOutcome> {
+        let path = &self.options.config_path;
+        let started = Instant::now();
+        let bytes = match source::read_config(path) {
+            Ok(bytes) => bytes,
+            Err(err) => {
+                return Some(self.reject(error_chain(&err)));
+            }
+        };
+        if periodic && self.config.is_some() && self.last_bytes.as_ref() == Some(&bytes) {
+            return None;
+        }
+        let parsed = match &bytes {
+            None => Ok(config::ParsedConfig {
+                config: MasqConfig::defaults(self.options.parse),
+                warnings: Vec::new(),
+            }),
+            Some(bytes) => config::parse(bytes, self.options.parse),
+        };
+        let parsed = match parsed {
+            Ok(parsed) => parsed,
+            Err(err) => {
+                self.last_bytes = Some(bytes);
+                return Some(self.reject(format!("{}: {err}", path.display())));
+            }
+        };
+        for warning in &parsed.warnings {
+            warn!(config = %path.display(), "{warning}");
+        }
+        let desired = Table::effective(&parsed.config, self.options.parse.enable_ipv6);
+        match sync::apply(&mut self.datapath, &mut self.applied, &desired) {
+            Ok(report) => {
+                for failure in &report.failures {
+                    error!(error = %error_chain(failure), "map write failed; retried at next resync");
+                }
+                let (v4, v6) = self.applied.family_counts();
+                info!(
+                    config = %path.display(),
+                    source = if bytes.is_some() { "file" } else { "defaults (no file)" },
+                    added = report.added,
+                    removed = report.removed,
+                    failed = report.failures.len(),
+                    entries_v4 = v4,
+                    entries_v6 = v6,
+                    elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
+                    "config applied"
+                );
+                self.config = Some(parsed.config);
+                self.last_bytes = if report.failures.is_empty() {
+                    Some(bytes)
+                } else {
+                    None
+                };
+                Some(ReloadOutcome::Applied {
+                    added: report.added,
+                    removed: report.removed,
+                })
+            }
+            Err(err) => {
+                self.last_bytes = Some(bytes);
+                Some(self.reject(format!("{}: {err}", path.display())))
+            }
+        }
+    }
+
+    fn reject(&self, error: String) -> ReloadOutcome {
+        error!("config rejected, previous config stays in force: {error}");
+        ReloadOutcome::Rejected { error }
+    }
+
+    /// Puts back entries someone changed in the maps behind our back.
+    fn repair_map_drift(&mut self) {
+        let entries = match self.datapath.read_entries() {
+            Ok(entries) => entries,
+            Err(err) => {
+                error!(error = %error_chain(&err), "cannot read the maps back");
+                return;
+            }
+        };
+        let actual = Table::from_map_entries(entries.into_iter().filter_map(|(prefix, value)| {
+            ip_masq_common::Action::from_value(value).map(|action| (prefix, action))
+        }));
+        if actual.diff(&self.applied).is_empty() && self.applied.diff(&actual).is_empty() {
+            return;
+        }
+        let desired = std::mem::replace(&mut self.applied, actual);
+        warn!("map contents drifted from the config; repairing");
+        if let Err(err) = sync::apply(&mut self.datapath, &mut self.applied, &desired) {
+            error!(error = %err, "cannot repair the maps");
+        }
+    }
+
+    fn ensure_rules(&mut self) -> Result<(), RulesError> {
+        for installer in &mut self.installers {
+            let repairs = installer.ensure()?;
+            if repairs.jump_added || repairs.duplicate_jumps_removed > 0 {
+                warn!(?repairs, "POSTROUTING jump repaired");
+            } else if repairs.chain_rewritten {
+                info!(chain = %self.options.rules.chain, "masquerade chain written");
+            }
+        }
+        Ok(())
+    }
+
+    /// Attaches to every selected interface that lacks the classifier and
+    /// drops pins of interfaces that are gone.
+    async fn reconcile_interfaces(&mut self, handle: &rtnetlink::Handle) -> Result<(), AgentError> {
+        let present = interfaces::list(handle).await?;
+        let present_indexes: Vec<u32> = present.iter().map(|i| i.index).collect();
+        for index in self.datapath.pinned_ifindexes()? {
+            if !present_indexes.contains(&index) {
+                self.forget(index);
+            }
+        }
+        for interface in present {
+            if !self.options.selector.selects(&interface) {
+                continue;
+            }
+            let verified = self.attached.contains_key(&interface.index)
+                && self.datapath.is_attached(&interface.name).unwrap_or(false);
+            if !verified {
+                if self.attached.remove(&interface.index).is_some() {
+                    warn!(interface = %interface.name, "classifier was detached by someone; re-attaching");
+                }
+                self.attach(&interface);
+            }
+        }
+        Ok(())
+    }
+
+    fn on_link_event(&mut self, event: LinkEvent) {
+        match event {
+            LinkEvent::Changed(interface) => {
+                if self.options.selector.selects(&interface)
+                    && !self.attached.contains_key(&interface.index)
+                {
+                    self.attach(&interface);
+                }
+            }
+            LinkEvent::Removed { index } => self.forget(index),
+        }
+    }
+
+    fn attach(&mut self, interface: &Interface) {
+        match self.datapath.attach(&interface.name, interface.index) {
+            Ok(how) => {
+                let how = match how {
+                    Attachment::Created => "attached",
+                    Attachment::Adopted => "adopted pinned link",
+                };
+                info!(interface = %interface.name, ifindex = interface.index, "{how}");
+                self.attached
+                    .insert(interface.index, interface.name.clone());
+            }
+            Err(err) => {
+                error!(interface = %interface.name, error = %error_chain(&err), "cannot attach classifier");
+            }
+        }
+    }
+
+    fn forget(&mut self, index: u32) {
+        if let Some(name) = self.attached.remove(&index) {
+            info!(interface = %name, ifindex = index, "interface gone");
+        }
+        if let Err(err) = self.datapath.forget(index) {
+            error!(ifindex = index, error = %error_chain(&err), "cannot remove stale link pin");
+        }
+    }
+}
+
+/// Formats an error with all its causes, `outer: inner: innermost`.
+pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}

@@ -1,0 +1,264 @@
+//! Command-line interface: one definition drives parsing, `--help` and the
+//! README's flag table.
+//!
+//! Flags shared with ip-masq-agent keep its names and meaning, so a
+//! DaemonSet's `args:` carry over unchanged.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Upstream's config path, so the same ConfigMap mount works.
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/config/ip-masq-agent";
+/// Default bpffs directory for pinned maps and links.
+pub const DEFAULT_PIN_PATH: &str = "/sys/fs/bpf/ip-masq";
+
+/// Decides which pod traffic is masqueraded, with an eBPF classifier and
+/// two static iptables rules instead of one rule per CIDR.
+///
+/// Exit codes: 0 success; 1 a check found problems (`check`); 2 usage or
+/// runtime error.
+#[derive(Debug, Parser)]
+#[command(name = "ip-masq", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// Log verbosity like ip-masq-agent's -v: 0 warnings and errors,
+    /// 1-2 info, 3-4 debug, 5+ trace. RUST_LOG overrides it.
+    #[arg(
+        short = 'v',
+        long = "v",
+        global = true,
+        default_value_t = 2,
+        value_name = "N"
+    )]
+    pub verbosity: u8,
+
+    /// Log line format.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the agent: load and attach the classifier, keep the maps in sync
+    /// with the config file and the iptables rules in place.
+    Run(RunArgs),
+    /// Validate a config file as `run` would and print the effective table.
+    Check(CheckArgs),
+    /// Print the CIDRs held by the pinned maps, with their actions.
+    Dump(DumpArgs),
+    /// Remove everything ip-masq installed: links, pins, chain and jump.
+    Cleanup(CleanupArgs),
+}
+
+/// Flags that change how the config file is interpreted.
+#[derive(Clone, Debug, Args)]
+pub struct ConfigArgs {
+    /// Path of the config file (YAML or JSON, ip-masq-agent's format).
+    #[arg(long = "config", value_name = "PATH", default_value = DEFAULT_CONFIG_PATH)]
+    pub config: PathBuf,
+
+    /// Also handle IPv6: IPv6 CIDRs, fe80::/10 and ip6tables rules.
+    #[arg(long)]
+    pub enable_ipv6: bool,
+
+    /// With no nonMasqueradeCIDRs key, keep the source for every IPv4 range
+    /// reserved by RFCs, not just RFC 1918.
+    #[arg(long)]
+    pub nomasq_all_reserved_ranges: bool,
+
+    /// Capacity of each LPM map (per address family). Replaces upstream's
+    /// 64-CIDR limit; a config over it is rejected whole.
+    #[arg(long, value_name = "N", default_value_t = ip_masq_common::DEFAULT_MAP_CAPACITY,
+          value_parser = clap::value_parser!(u32).range(1..=16_777_216))]
+    pub max_cidrs: u32,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+
+    /// Name of the nat chain holding the static rules.
+    #[arg(long, value_name = "NAME", default_value = "IP-MASQ-AGENT",
+          value_parser = parse_chain_name)]
+    pub masq_chain: String,
+
+    /// Mark bit(s) the classifier sets on keep-source packets (hex or decimal).
+    #[arg(long, value_name = "HEX", default_value = "0x2000", value_parser = parse_mark)]
+    pub mark: u32,
+
+    /// Comma-separated interface name globs to attach to (e.g. `cni0` or
+    /// `cali*`); by default every veth.
+    #[arg(long, value_name = "GLOBS")]
+    pub interfaces: Option<String>,
+
+    /// bpffs directory for pinned maps and links.
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_PIN_PATH)]
+    pub pin_path: PathBuf,
+
+    /// Add --random-fully to MASQUERADE (ignored when iptables is older than 1.6.2).
+    #[arg(long, value_name = "BOOL", default_value_t = true, num_args = 0..=1,
+          default_missing_value = "true", action = clap::ArgAction::Set)]
+    pub random_fully: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    #[command(flatten)]
+    pub config: ConfigArgs,
+
+    /// Print the table as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct DumpArgs {
+    /// bpffs directory of the pinned maps.
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_PIN_PATH)]
+    pub pin_path: PathBuf,
+
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct CleanupArgs {
+    /// bpffs directory of the pinned maps and links.
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_PIN_PATH)]
+    pub pin_path: PathBuf,
+
+    /// Name of the nat chain to remove.
+    #[arg(long, value_name = "NAME", default_value = "IP-MASQ-AGENT",
+          value_parser = parse_chain_name)]
+    pub masq_chain: String,
+
+    /// Also remove the ip6tables chain and jump.
+    #[arg(long)]
+    pub enable_ipv6: bool,
+}
+
+fn parse_chain_name(value: &str) -> Result<String, String> {
+    crate::rules::validate_chain_name(value)
+        .map(|()| value.to_owned())
+        .map_err(|reason| format!("chain name {value:?} {reason}"))
+}
+
+/// Parses a mark: `0x2000`, `0X2000` or `8192`; zero is refused because it
+/// would mark nothing.
+fn parse_mark(value: &str) -> Result<u32, String> {
+    let parsed = match value
+        .strip_prefix("0x")
+        .or_else(|| value.strip_prefix("0X"))
+    {
+        Some(hex) => u32::from_str_radix(hex, 16),
+        None => value.parse(),
+    }
+    .map_err(|_| format!("mark {value:?} is not a 32-bit number"))?;
+    if parsed == 0 {
+        return Err("mark must have at least one bit set".into());
+    }
+    Ok(parsed)
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory as _;
+
+    use super::*;
+
+    #[test]
+    fn definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn run_defaults_match_upstream() {
+        let cli = Cli::try_parse_from(["ip-masq", "run"]).unwrap();
+        let Command::Run(run) = cli.command else {
+            panic!("expected run")
+        };
+        assert_eq!(
+            run.config.config,
+            PathBuf::from("/etc/config/ip-masq-agent")
+        );
+        assert_eq!(run.masq_chain, "IP-MASQ-AGENT");
+        assert_eq!(run.mark, 0x2000);
+        assert!(run.random_fully);
+        assert!(!run.config.enable_ipv6);
+        assert_eq!(run.pin_path, PathBuf::from("/sys/fs/bpf/ip-masq"));
+        assert_eq!(run.config.max_cidrs, 65_536);
+    }
+
+    #[test]
+    fn random_fully_takes_go_style_values() {
+        for (args, expected) in [
+            (vec!["--random-fully=false"], false),
+            (vec!["--random-fully"], true),
+            (vec!["--random-fully=true"], true),
+            (vec!["--random-fully", "false"], false),
+        ] {
+            let cli =
+                Cli::try_parse_from(["ip-masq", "run"].into_iter().chain(args.clone())).unwrap();
+            let Command::Run(run) = cli.command else {
+                panic!()
+            };
+            assert_eq!(run.random_fully, expected, "{args:?}");
+        }
+    }
+
+    #[test]
+    fn mark_parsing() {
+        assert_eq!(parse_mark("0x4000"), Ok(0x4000));
+        assert_eq!(parse_mark("8192"), Ok(0x2000));
+        assert!(parse_mark("0").is_err());
+        assert!(parse_mark("0xzz").is_err());
+        assert!(Cli::try_parse_from(["ip-masq", "run", "--mark", "0"]).is_err());
+    }
+
+    #[test]
+    fn chain_name_is_validated() {
+        assert!(Cli::try_parse_from(["ip-masq", "run", "--masq-chain", "A B"]).is_err());
+        assert!(Cli::try_parse_from(["ip-masq", "run", "--masq-chain", "MY-CHAIN"]).is_ok());
+    }
+
+    #[test]
+    fn verbosity_flag_is_upstreams() {
+        let cli = Cli::try_parse_from(["ip-masq", "-v", "4", "run"]).unwrap();
+        assert_eq!(cli.verbosity, 4);
+        let cli = Cli::try_parse_from(["ip-masq", "run", "--v=0"]).unwrap();
+        assert_eq!(cli.verbosity, 0);
+    }
+
+    #[test]
+    fn every_flag_is_documented() {
+        fn walk(command: &clap::Command) {
+            for arg in command.get_arguments() {
+                if arg.get_id() == "help" || arg.get_id() == "version" {
+                    continue;
+                }
+                assert!(
+                    arg.get_help().is_some(),
+                    "{} --{} has no help text",
+                    command.get_name(),
+                    arg.get_id()
+                );
+            }
+            for sub in command.get_subcommands() {
+                assert!(sub.get_about().is_some(), "{} has no about", sub.get_name());
+                walk(sub);
+            }
+        }
+        walk(&Cli::command());
+    }
+}

@@ -1,0 +1,261 @@
+//! The one-shot subcommands: `check`, `dump` and `cleanup`.
+
+use std::{fmt::Write as _, fs, io, path::Path};
+
+use ip_masq_common::Action;
+use ipnet::IpNet;
+use serde::Serialize;
+use thiserror::Error;
+
+use crate::{
+    agent::PinDirLock,
+    cli::{CheckArgs, CleanupArgs, ConfigArgs, DumpArgs},
+    config::{self, MasqConfig, ParseOptions},
+    datapath::{self, DatapathError},
+    rules::{Family, Installer, RuleSet, RulesError},
+    source::{self, ReadError},
+    table::{Origin, Table},
+};
+
+/// Errors of the one-shot commands.
+#[derive(Debug, Error)]
+pub enum CommandError {
+    #[error(transparent)]
+    Read(#[from] ReadError),
+    #[error("{path}: {source}")]
+    Invalid {
+        path: String,
+        #[source]
+        source: config::ConfigError,
+    },
+    #[error("cannot read the pinned maps under {path} (is the agent installed there?)")]
+    Pins {
+        path: String,
+        #[source]
+        source: DatapathError,
+    },
+    #[error(transparent)]
+    Agent(#[from] crate::agent::AgentError),
+    #[error(transparent)]
+    Rules(#[from] RulesError),
+    #[error("cannot remove {path}")]
+    Remove {
+        path: String,
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl ConfigArgs {
+    pub fn parse_options(&self) -> ParseOptions {
+        ParseOptions {
+            enable_ipv6: self.enable_ipv6,
+            nomasq_all_reserved_ranges: self.nomasq_all_reserved_ranges,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct TableRow {
+    cidr: String,
+    family: &'static str,
+    action: &'static str,
+    origin: Origin,
+}
+
+fn action_name(action: Action) -> &'static str {
+    match action {
+        Action::KeepSource => "keep-source",
+        Action::Masquerade => "masquerade",
+    }
+}
+
+fn family_name(prefix: &IpNet) -> &'static str {
+    match prefix {
+        IpNet::V4(_) => "ipv4",
+        IpNet::V6(_) => "ipv6",
+    }
+}
+
+/// `ip-masq check`: validates the file as `run` would and renders the
+/// effective table. Returns the text to print.
+///
+/// # Errors
+/// The read or validation error, listing every bad value.
+pub fn check(args: &CheckArgs) -> Result<String, CommandError> {
+    let options = args.config.parse_options();
+    let path = args.config.config.display().to_string();
+    let (parsed, from_file) = match source::read_config(&args.config.config)? {
+        None => (
+            config::ParsedConfig {
+                config: MasqConfig::defaults(options),
+                warnings: Vec::new(),
+            },
+            false,
+        ),
+        Some(bytes) => (
+            config::parse(&bytes, options).map_err(|source| CommandError::Invalid {
+                path: path.clone(),
+                source,
+            })?,
+            true,
+        ),
+    };
+    let table = Table::effective(&parsed.config, options.enable_ipv6);
+    let (v4, v6) = table.family_counts();
+    let capacity = args.config.max_cidrs as usize;
+    if v4 > capacity || v6 > capacity {
+        return Err(CommandError::Invalid {
+            path,
+            source: config::ConfigError::Invalid(vec![config::Problem {
+                key: "nonMasqueradeCIDRs",
+                value: None,
+                reason: format!(
+                    "{} IPv4 and {} IPv6 entries exceed --max-cidrs {capacity}",
+                    v4, v6
+                ),
+            }]),
+        });
+    }
+    let rows: Vec<TableRow> = table
+        .iter()
+        .map(|(prefix, entry)| TableRow {
+            cidr: prefix.to_string(),
+            family: family_name(prefix),
+            action: action_name(entry.action),
+            origin: entry.origin,
+        })
+        .collect();
+    if args.json {
+        let document = serde_json::json!({
+            "config": path,
+            "source": if from_file { "file" } else { "defaults" },
+            "warnings": parsed.warnings,
+            "resyncInterval": format!("{:?}", parsed.config.resync_interval),
+            "entries": rows,
+        });
+        return Ok(serde_json::to_string_pretty(&document).expect("serialisable") + "\n");
+    }
+    let mut out = String::new();
+    let source = if from_file {
+        "file"
+    } else {
+        "defaults, no file"
+    };
+    let _ = writeln!(out, "{path}: valid ({source})");
+    for warning in &parsed.warnings {
+        let _ = writeln!(out, "warning: {warning}");
+    }
+    let _ = writeln!(
+        out,
+        "resync interval: {:?}; entries: {v4} IPv4, {v6} IPv6; anything else is masqueraded",
+        parsed.config.resync_interval
+    );
+    let _ = writeln!(
+        out,
+        "{:<44} {:<6} {:<12} ORIGIN",
+        "CIDR", "FAMILY", "ACTION"
+    );
+    for row in rows {
+        let _ = writeln!(
+            out,
+            "{:<44} {:<6} {:<12} {}",
+            row.cidr, row.family, row.action, row.origin
+        );
+    }
+    Ok(out)
+}
+
+/// `ip-masq dump`: the entries of the pinned maps.
+///
+/// # Errors
+/// Fails when the maps are not pinned under the pin path.
+pub fn dump(args: &DumpArgs) -> Result<String, CommandError> {
+    let mut entries =
+        datapath::read_pinned_entries(&args.pin_path).map_err(|source| CommandError::Pins {
+            path: args.pin_path.display().to_string(),
+            source,
+        })?;
+    entries.sort();
+    #[derive(Serialize)]
+    struct Row {
+        cidr: String,
+        family: &'static str,
+        action: String,
+    }
+    let rows: Vec<Row> = entries
+        .iter()
+        .map(|(prefix, value)| Row {
+            cidr: prefix.to_string(),
+            family: family_name(prefix),
+            action: Action::from_value(*value).map_or_else(
+                || format!("unknown({value})"),
+                |a| action_name(a).to_owned(),
+            ),
+        })
+        .collect();
+    if args.json {
+        return Ok(serde_json::to_string_pretty(&rows).expect("serialisable") + "\n");
+    }
+    let mut out = String::new();
+    let _ = writeln!(out, "{:<44} {:<6} ACTION", "CIDR", "FAMILY");
+    for row in rows {
+        let _ = writeln!(out, "{:<44} {:<6} {}", row.cidr, row.family, row.action);
+    }
+    Ok(out)
+}
+
+/// `ip-masq cleanup`: removes the jump, the chain, every link pin (which
+/// detaches the classifier), the map pins and the pin directory.
+///
+/// # Errors
+/// Fails when an agent still runs on the pin directory, or a removal fails.
+pub fn cleanup(args: &CleanupArgs) -> Result<String, CommandError> {
+    let mut out = String::new();
+    let rules = RuleSet {
+        chain: args.masq_chain.clone(),
+        mark: ip_masq_common::DEFAULT_KEEP_SOURCE_MARK,
+        random_fully: false,
+    };
+    let mut families = vec![Family::V4];
+    if args.enable_ipv6 {
+        families.push(Family::V6);
+    }
+    for family in families {
+        Installer::new(family, rules.clone()).remove()?;
+        let _ = writeln!(
+            out,
+            "removed {family:?} chain {} and its jump",
+            args.masq_chain
+        );
+    }
+    if args.pin_path.exists() {
+        let lock = PinDirLock::acquire(&args.pin_path)?;
+        remove_tree(&args.pin_path)?;
+        drop(lock);
+        let _ = writeln!(out, "removed pins under {}", args.pin_path.display());
+    }
+    Ok(out)
+}
+
+/// Removes a bpffs tree. Unpinning a link detaches its program once no
+/// process holds the link open.
+fn remove_tree(path: &Path) -> Result<(), CommandError> {
+    let remove_err = |source| CommandError::Remove {
+        path: path.display().to_string(),
+        source,
+    };
+    for entry in fs::read_dir(path).map_err(remove_err)? {
+        let entry = entry.map_err(remove_err)?;
+        let child = entry.path();
+        if entry.file_type().map_err(remove_err)?.is_dir() {
+            remove_tree(&child)?;
+        } else {
+            fs::remove_file(&child).map_err(|source| CommandError::Remove {
+                path: child.display().to_string(),
+                source,
+            })?;
+        }
+    }
+    fs::remove_dir(path).map_err(remove_err)
+}

@@ -1,0 +1,569 @@
+//! The kernel side: loads the classifier, pins its maps and per-interface
+//! tcx links under the pin directory, attaches it, and reads and writes the
+//! LPM maps.
+//!
+//! Pins are what make the datapath outlive the agent: while the agent is
+//! down or restarting, the pinned links keep the program attached and the
+//! pinned maps keep the table.
+
+use std::{
+    collections::BTreeMap,
+    fs, io,
+    net::{Ipv4Addr, Ipv6Addr},
+    path::{Path, PathBuf},
+};
+
+use aya::{
+    Ebpf, EbpfLoader,
+    maps::{LpmTrie, MapData, MapError, PerCpuArray, lpm_trie::Key},
+    programs::{
+        LinkOrder, ProgramError, SchedClassifier, TcAttachType,
+        links::{FdLink, LinkError, PinnedLink},
+        tc::{SchedClassifierLink, TcAttachOptions},
+    },
+};
+use ip_masq_common::{
+    Action, GLOBAL_KEEP_SOURCE_MARK, MAP_NON_MASQ_V4, MAP_NON_MASQ_V6, MAP_STATS,
+    PROGRAM_CLASSIFIER, STAT_SLOTS,
+};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+use thiserror::Error;
+
+use crate::sync::PrefixStore;
+
+/// The classifier object, built by build.rs from `ip-masq-ebpf`.
+static CLASSIFIER_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ip-masq"));
+
+/// Sub-directory of the pin directory that holds one link pin per interface.
+const LINKS_DIR: &str = "links";
+
+/// Errors of the datapath layer.
+#[derive(Debug, Error)]
+pub enum DatapathError {
+    #[error("cannot create pin directory {path}")]
+    PinDir {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{path} is not on a bpf filesystem (mount one: `mount -t bpf bpf /sys/fs/bpf`)")]
+    NotBpffs { path: PathBuf },
+    #[error("cannot load the eBPF object")]
+    Load(#[source] Box<aya::EbpfError>),
+    #[error("the eBPF object has no {0}")]
+    Missing(&'static str),
+    #[error("eBPF program error")]
+    Program(#[source] Box<ProgramError>),
+    #[error("eBPF map error")]
+    Map(#[source] Box<MapError>),
+    #[error("pinned link {path}")]
+    Link {
+        path: PathBuf,
+        #[source]
+        source: Box<LinkError>,
+    },
+    #[error("cannot pin link at {path}")]
+    PinLink {
+        path: PathBuf,
+        #[source]
+        source: Box<aya::pin::PinError>,
+    },
+    #[error("cannot remove stale pin {path}")]
+    Unpin {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error(
+        "pinned map {name} has {found} entries of capacity but {expected} were asked for; run `ip-masq cleanup` to recreate it"
+    )]
+    CapacityMismatch {
+        name: &'static str,
+        found: u32,
+        expected: u32,
+    },
+}
+
+impl From<ProgramError> for DatapathError {
+    fn from(err: ProgramError) -> Self {
+        Self::Program(Box::new(err))
+    }
+}
+
+impl From<MapError> for DatapathError {
+    fn from(err: MapError) -> Self {
+        Self::Map(Box::new(err))
+    }
+}
+
+/// Options for [`Datapath::load`].
+#[derive(Clone, Debug)]
+pub struct LoadOptions {
+    pub pin_dir: PathBuf,
+    /// Bit(s) ORed into `skb->mark` for keep-source packets.
+    pub mark: u32,
+    /// Capacity of each LPM map when it is created.
+    pub max_entries: u32,
+}
+
+/// How an interface came to carry the classifier.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Attachment {
+    /// A new tcx link was created and pinned.
+    Created,
+    /// A pinned link from an earlier run was found on the interface and
+    /// switched atomically to this run's program.
+    Adopted,
+}
+
+/// Packet counters summed over CPUs.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct PacketStats {
+    pub v4_seen: u64,
+    pub v4_kept: u64,
+    pub v6_seen: u64,
+    pub v6_kept: u64,
+}
+
+/// The loaded datapath.
+pub struct Datapath {
+    ebpf: Ebpf,
+    pin_dir: PathBuf,
+    v4: LpmTrie<MapData, [u8; 4], u8>,
+    v6: LpmTrie<MapData, [u8; 16], u8>,
+    capacity_v4: usize,
+    capacity_v6: usize,
+}
+
+impl Datapath {
+    /// Loads the classifier, reusing maps already pinned under the pin
+    /// directory (a restart) or creating and pinning them (a first start).
+    ///
+    /// # Errors
+    /// Fails when bpffs is missing, the kernel refuses the object, or pinned
+    /// maps do not have the requested capacity.
+    pub fn load(options: &LoadOptions) -> Result<Self, DatapathError> {
+        let pin_dir = &options.pin_dir;
+        prepare_pin_dir(pin_dir)?;
+        fs::create_dir_all(pin_dir.join(LINKS_DIR)).map_err(|source| DatapathError::PinDir {
+            path: pin_dir.clone(),
+            source,
+        })?;
+        let v4_pin = pin_dir.join(MAP_NON_MASQ_V4);
+        let v6_pin = pin_dir.join(MAP_NON_MASQ_V6);
+        let stats_pin = pin_dir.join(MAP_STATS);
+        let mut ebpf = EbpfLoader::new()
+            .override_global(GLOBAL_KEEP_SOURCE_MARK, &options.mark, true)
+            .map_max_entries(MAP_NON_MASQ_V4, options.max_entries)
+            .map_max_entries(MAP_NON_MASQ_V6, options.max_entries)
+            .map_pin_path(MAP_NON_MASQ_V4, v4_pin.as_path())
+            .map_pin_path(MAP_NON_MASQ_V6, v6_pin.as_path())
+            .map_pin_path(MAP_STATS, stats_pin.as_path())
+            .load(CLASSIFIER_OBJECT)
+            .map_err(|err| DatapathError::Load(Box::new(err)))?;
+
+        let v4: LpmTrie<MapData, [u8; 4], u8> = LpmTrie::try_from(
+            ebpf.take_map(MAP_NON_MASQ_V4)
+                .ok_or(DatapathError::Missing(MAP_NON_MASQ_V4))?,
+        )?;
+        let v6: LpmTrie<MapData, [u8; 16], u8> = LpmTrie::try_from(
+            ebpf.take_map(MAP_NON_MASQ_V6)
+                .ok_or(DatapathError::Missing(MAP_NON_MASQ_V6))?,
+        )?;
+        let capacity_v4 = checked_capacity(&v4_pin, MAP_NON_MASQ_V4, options.max_entries)?;
+        let capacity_v6 = checked_capacity(&v6_pin, MAP_NON_MASQ_V6, options.max_entries)?;
+
+        let program: &mut SchedClassifier = ebpf
+            .program_mut(PROGRAM_CLASSIFIER)
+            .ok_or(DatapathError::Missing(PROGRAM_CLASSIFIER))?
+            .try_into()?;
+        program.load()?;
+        Ok(Self {
+            ebpf,
+            pin_dir: pin_dir.clone(),
+            v4,
+            v6,
+            capacity_v4,
+            capacity_v6,
+        })
+    }
+
+    fn program(&mut self) -> Result<&mut SchedClassifier, DatapathError> {
+        Ok(self
+            .ebpf
+            .program_mut(PROGRAM_CLASSIFIER)
+            .ok_or(DatapathError::Missing(PROGRAM_CLASSIFIER))?
+            .try_into()?)
+    }
+
+    /// The program, for BPF_PROG_TEST_RUN in tests and benchmarks.
+    ///
+    /// # Errors
+    /// Only if the object lost its program, which cannot happen after `load`.
+    pub fn classifier(&mut self) -> Result<&mut SchedClassifier, DatapathError> {
+        self.program()
+    }
+
+    /// Makes sure `interface` carries exactly one instance of the classifier
+    /// at tcx ingress, first in the chain.
+    ///
+    /// A link pinned by an earlier run that is still attached to this
+    /// interface is switched to this run's program with `BPF_LINK_UPDATE`,
+    /// which is atomic: no packet goes unclassified, and no second copy is
+    /// attached. A pin whose link no longer serves this interface is removed.
+    ///
+    /// # Errors
+    /// Fails when the kernel refuses the attachment or the pin.
+    pub fn attach(&mut self, interface: &str, ifindex: u32) -> Result<Attachment, DatapathError> {
+        let pin = self.link_pin(ifindex);
+        if let Some(link) = self.live_pinned_link(&pin, interface)? {
+            let link = SchedClassifierLink::try_from(FdLink::from(link)).map_err(|source| {
+                DatapathError::Link {
+                    path: pin.clone(),
+                    source: Box::new(source),
+                }
+            })?;
+            let program = self.program()?;
+            let id = program.attach_to_link(link)?;
+            // The pin keeps the link alive; dropping our handle only closes our fd.
+            let _handle = program.take_link(id)?;
+            return Ok(Attachment::Adopted);
+        }
+        let program = self.program()?;
+        let id = program.attach_with_options(
+            interface,
+            TcAttachType::Ingress,
+            TcAttachOptions::TcxOrder(LinkOrder::first()),
+        )?;
+        let link: FdLink =
+            program
+                .take_link(id)?
+                .try_into()
+                .map_err(|source| DatapathError::Link {
+                    path: pin.clone(),
+                    source: Box::new(source),
+                })?;
+        link.pin(&pin).map_err(|source| DatapathError::PinLink {
+            path: pin.clone(),
+            source: Box::new(source),
+        })?;
+        Ok(Attachment::Created)
+    }
+
+    /// Opens the link pinned for this interface if it is still attached
+    /// there; removes the pin if it is stale.
+    fn live_pinned_link(
+        &self,
+        pin: &Path,
+        interface: &str,
+    ) -> Result<Option<PinnedLink>, DatapathError> {
+        let link = match PinnedLink::from_pin(pin) {
+            Ok(link) => link,
+            Err(LinkError::SyscallError(err)) if err.io_error.kind() == io::ErrorKind::NotFound => {
+                return Ok(None);
+            }
+            Err(source) => {
+                return Err(DatapathError::Link {
+                    path: pin.to_owned(),
+                    source: Box::new(source),
+                });
+            }
+        };
+        let fd_link = FdLink::from(link);
+        let program_id = fd_link
+            .info()
+            .map_err(|source| DatapathError::Link {
+                path: pin.to_owned(),
+                source: Box::new(source),
+            })?
+            .program_id();
+        let attached = attached_program_ids(interface)?;
+        if program_id != 0 && attached.contains(&program_id) {
+            // Re-open from the pin: `FdLink` has no way back to `PinnedLink`.
+            drop(fd_link);
+            return PinnedLink::from_pin(pin)
+                .map(Some)
+                .map_err(|source| DatapathError::Link {
+                    path: pin.to_owned(),
+                    source: Box::new(source),
+                });
+        }
+        fs::remove_file(pin).map_err(|source| DatapathError::Unpin {
+            path: pin.to_owned(),
+            source,
+        })?;
+        Ok(None)
+    }
+
+    /// Forgets an interface that went away: the kernel already detached the
+    /// link, only its pin remains.
+    ///
+    /// # Errors
+    /// Fails when the pin exists but cannot be removed.
+    pub fn forget(&self, ifindex: u32) -> Result<(), DatapathError> {
+        let pin = self.link_pin(ifindex);
+        match fs::remove_file(&pin) {
+            Ok(()) => Ok(()),
+            Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(source) => Err(DatapathError::Unpin { path: pin, source }),
+        }
+    }
+
+    /// Interface indexes that have a link pin.
+    ///
+    /// # Errors
+    /// Fails when the links directory cannot be read.
+    pub fn pinned_ifindexes(&self) -> Result<Vec<u32>, DatapathError> {
+        pinned_ifindexes(&self.pin_dir)
+    }
+
+    /// Whether this run's program is attached to `interface`.
+    ///
+    /// # Errors
+    /// Fails when the kernel cannot be queried.
+    pub fn is_attached(&mut self, interface: &str) -> Result<bool, DatapathError> {
+        let own_id = self.program()?.info()?.id();
+        Ok(attached_program_ids(interface)?.contains(&own_id))
+    }
+
+    fn link_pin(&self, ifindex: u32) -> PathBuf {
+        link_pin_path(&self.pin_dir, ifindex)
+    }
+
+    /// Reads every entry of both LPM maps back.
+    ///
+    /// # Errors
+    /// Fails when the kernel refuses to iterate a map.
+    pub fn read_entries(&self) -> Result<Vec<(IpNet, u8)>, DatapathError> {
+        read_entries(&self.v4, &self.v6)
+    }
+
+    /// Per-CPU counters summed.
+    ///
+    /// # Errors
+    /// Fails when the stats map cannot be read.
+    pub fn stats(&self) -> Result<PacketStats, DatapathError> {
+        read_stats(&self.pin_dir)
+    }
+}
+
+/// The agent's table as [`crate::sync::apply`] writes it.
+impl PrefixStore for Datapath {
+    fn upsert(&mut self, prefix: IpNet, action: Action) -> Result<(), io::Error> {
+        let value = action as u8;
+        let result = match prefix {
+            IpNet::V4(net) => self.v4.insert(
+                &Key::new(net.prefix_len().into(), net.network().octets()),
+                value,
+                0,
+            ),
+            IpNet::V6(net) => self.v6.insert(
+                &Key::new(net.prefix_len().into(), net.network().octets()),
+                value,
+                0,
+            ),
+        };
+        result.map_err(map_io_error)
+    }
+
+    fn remove(&mut self, prefix: IpNet) -> Result<(), io::Error> {
+        let result = match prefix {
+            IpNet::V4(net) => self
+                .v4
+                .remove(&Key::new(net.prefix_len().into(), net.network().octets())),
+            IpNet::V6(net) => self
+                .v6
+                .remove(&Key::new(net.prefix_len().into(), net.network().octets())),
+        };
+        match result {
+            Err(MapError::KeyNotFound) => Ok(()),
+            other => other.map_err(map_io_error),
+        }
+    }
+
+    fn capacity(&self, prefix: &IpNet) -> usize {
+        match prefix {
+            IpNet::V4(_) => self.capacity_v4,
+            IpNet::V6(_) => self.capacity_v6,
+        }
+    }
+}
+
+fn map_io_error(err: MapError) -> io::Error {
+    match err {
+        MapError::SyscallError(err) => err.io_error,
+        other => io::Error::other(other.to_string()),
+    }
+}
+
+fn checked_capacity(pin: &Path, name: &'static str, expected: u32) -> Result<usize, DatapathError> {
+    let info = aya::maps::MapInfo::from_pin(pin)?;
+    let found = info.max_entries();
+    if found != expected {
+        return Err(DatapathError::CapacityMismatch {
+            name,
+            found,
+            expected,
+        });
+    }
+    Ok(found as usize)
+}
+
+/// Creates the pin directory after checking that it lies on a bpf
+/// filesystem, so that a missing bpffs mount is named as such.
+///
+/// # Errors
+/// [`DatapathError::NotBpffs`] when the nearest existing ancestor is not on
+/// bpffs; [`DatapathError::PinDir`] when the directory cannot be created.
+pub fn prepare_pin_dir(pin_dir: &Path) -> Result<(), DatapathError> {
+    let existing = pin_dir
+        .ancestors()
+        .find(|ancestor| ancestor.exists())
+        .unwrap_or(Path::new("/"));
+    ensure_bpffs(existing).map_err(|_| DatapathError::NotBpffs {
+        path: pin_dir.to_owned(),
+    })?;
+    fs::create_dir_all(pin_dir).map_err(|source| DatapathError::PinDir {
+        path: pin_dir.to_owned(),
+        source,
+    })
+}
+
+fn ensure_bpffs(path: &Path) -> Result<(), DatapathError> {
+    const BPF_FS_MAGIC: i64 = 0xcafe4a11;
+    let c_path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).map_err(|_| {
+        DatapathError::NotBpffs {
+            path: path.to_owned(),
+        }
+    })?;
+    let mut stat: libc::statfs = unsafe { std::mem::zeroed() };
+    // SAFETY: valid NUL-terminated path and a zeroed out-parameter.
+    let rc = unsafe { libc::statfs(c_path.as_ptr(), &mut stat) };
+    if rc != 0 || stat.f_type as i64 != BPF_FS_MAGIC {
+        return Err(DatapathError::NotBpffs {
+            path: path.to_owned(),
+        });
+    }
+    Ok(())
+}
+
+/// Program ids attached at tcx ingress of `interface`, in chain order.
+///
+/// # Errors
+/// Fails when the interface does not exist or the kernel cannot be queried.
+pub fn attached_program_ids(interface: &str) -> Result<Vec<u32>, DatapathError> {
+    let (_revision, programs) = SchedClassifier::query_tcx(interface, TcAttachType::Ingress)?;
+    Ok(programs
+        .iter()
+        .map(aya::programs::ProgramInfo::id)
+        .collect())
+}
+
+/// Names of the programs attached at tcx ingress of `interface`, in chain order.
+///
+/// # Errors
+/// Fails when the interface does not exist or the kernel cannot be queried.
+pub fn attached_program_names(interface: &str) -> Result<Vec<String>, DatapathError> {
+    let (_revision, programs) = SchedClassifier::query_tcx(interface, TcAttachType::Ingress)?;
+    Ok(programs
+        .iter()
+        .map(|p| p.name_as_str().unwrap_or_default().to_owned())
+        .collect())
+}
+
+/// Where the link for interface `ifindex` is pinned.
+pub fn link_pin_path(pin_dir: &Path, ifindex: u32) -> PathBuf {
+    pin_dir
+        .join(LINKS_DIR)
+        .join(format!("tcx_ingress_{ifindex}"))
+}
+
+/// Interface indexes with a link pin under `pin_dir`.
+///
+/// # Errors
+/// Fails when the links directory exists but cannot be read.
+pub fn pinned_ifindexes(pin_dir: &Path) -> Result<Vec<u32>, DatapathError> {
+    let dir = pin_dir.join(LINKS_DIR);
+    let entries = match fs::read_dir(&dir) {
+        Ok(entries) => entries,
+        Err(err) if err.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => return Err(DatapathError::PinDir { path: dir, source }),
+    };
+    let mut indexes: Vec<u32> = entries
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            e.file_name()
+                .to_str()?
+                .strip_prefix("tcx_ingress_")?
+                .parse()
+                .ok()
+        })
+        .collect();
+    indexes.sort_unstable();
+    Ok(indexes)
+}
+
+/// Opens the pinned LPM maps without loading anything, for `dump`.
+///
+/// # Errors
+/// Fails when the maps are not pinned under `pin_dir`.
+pub fn read_pinned_entries(pin_dir: &Path) -> Result<Vec<(IpNet, u8)>, DatapathError> {
+    let v4: LpmTrie<MapData, [u8; 4], u8> = LpmTrie::try_from(aya::maps::Map::LpmTrie(
+        MapData::from_pin(pin_dir.join(MAP_NON_MASQ_V4))?,
+    ))?;
+    let v6: LpmTrie<MapData, [u8; 16], u8> = LpmTrie::try_from(aya::maps::Map::LpmTrie(
+        MapData::from_pin(pin_dir.join(MAP_NON_MASQ_V6))?,
+    ))?;
+    read_entries(&v4, &v6)
+}
+
+fn read_entries(
+    v4: &LpmTrie<MapData, [u8; 4], u8>,
+    v6: &LpmTrie<MapData, [u8; 16], u8>,
+) -> Result<Vec<(IpNet, u8)>, DatapathError> {
+    let mut entries = Vec::new();
+    for item in v4.iter() {
+        let (key, value) = item?;
+        let net =
+            Ipv4Net::new(Ipv4Addr::from(key.data()), key.prefix_len() as u8).map_err(|_| {
+                MapError::InvalidKeySize {
+                    size: 0,
+                    expected: 4,
+                }
+            })?;
+        entries.push((IpNet::V4(net), value));
+    }
+    for item in v6.iter() {
+        let (key, value) = item?;
+        let net =
+            Ipv6Net::new(Ipv6Addr::from(key.data()), key.prefix_len() as u8).map_err(|_| {
+                MapError::InvalidKeySize {
+                    size: 0,
+                    expected: 16,
+                }
+            })?;
+        entries.push((IpNet::V6(net), value));
+    }
+    Ok(entries)
+}
+
+/// Reads the pinned per-CPU counters.
+///
+/// # Errors
+/// Fails when the stats map is not pinned under `pin_dir`.
+pub fn read_stats(pin_dir: &Path) -> Result<PacketStats, DatapathError> {
+    let stats: PerCpuArray<MapData, u64> = PerCpuArray::try_from(aya::maps::Map::PerCpuArray(
+        MapData::from_pin(pin_dir.join(MAP_STATS))?,
+    ))?;
+    let mut sums = BTreeMap::new();
+    for slot in 0..STAT_SLOTS {
+        let values = stats.get(&slot, 0)?;
+        sums.insert(slot, values.iter().sum::<u64>());
+    }
+    Ok(PacketStats {
+        v4_seen: sums[&ip_masq_common::STAT_V4_SEEN],
+        v4_kept: sums[&ip_masq_common::STAT_V4_KEPT],
+        v6_seen: sums[&ip_masq_common::STAT_V6_SEEN],
+        v6_kept: sums[&ip_masq_common::STAT_V6_KEPT],
+    })
+}

@@ -1,0 +1,96 @@
+//! Entry point: parses the command line, sets up logging, runs one command
+//! and maps its result to an exit code (0 ok, 1 check failed, 2 error).
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::Parser as _;
+use ip_masq::{
+    agent::{self, AgentOptions},
+    cli::{Cli, Command, LogFormat, RunArgs},
+    commands,
+    interfaces::Selector,
+    rules::{self, Family, RuleSet},
+};
+use tracing::warn;
+use tracing_subscriber::EnvFilter;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.verbosity, cli.log_format);
+    let result = match cli.command {
+        Command::Run(args) => run(args).map(|()| ExitCode::SUCCESS),
+        Command::Check(args) => match commands::check(&args) {
+            Ok(text) => {
+                print!("{text}");
+                Ok(ExitCode::SUCCESS)
+            }
+            Err(err) => {
+                eprintln!("error: {}", agent::error_chain(&err));
+                return ExitCode::from(1);
+            }
+        },
+        Command::Dump(args) => commands::dump(&args)
+            .map(|text| print!("{text}"))
+            .map(|()| ExitCode::SUCCESS)
+            .map_err(Into::into),
+        Command::Cleanup(args) => commands::cleanup(&args)
+            .map(|text| print!("{text}"))
+            .map(|()| ExitCode::SUCCESS)
+            .map_err(Into::into),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn run(args: RunArgs) -> anyhow::Result<()> {
+    let selector = Selector::parse(args.interfaces.as_deref())?;
+    let random_fully = args.random_fully && {
+        let version = rules::iptables_version(Family::V4)?;
+        let supported = rules::supports_random_fully(&version);
+        if !supported {
+            warn!(%version, "iptables older than 1.6.2: MASQUERADE without --random-fully");
+        }
+        supported
+    };
+    let options = AgentOptions {
+        config_path: args.config.config.clone(),
+        parse: args.config.parse_options(),
+        rules: RuleSet {
+            chain: args.masq_chain,
+            mark: args.mark,
+            random_fully,
+        },
+        selector,
+        pin_dir: args.pin_path,
+        max_entries: args.config.max_cidrs,
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(agent::run(options))?;
+    Ok(())
+}
+
+fn init_logging(verbosity: u8, format: LogFormat) {
+    let level = match verbosity {
+        0 => "warn",
+        1 | 2 => "info",
+        3 | 4 => "debug",
+        _ => "trace",
+    };
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}

@@ -1,0 +1,486 @@
+//! The static iptables rules: what they are (pure) and making the kernel
+//! hold them (thin wrappers over iptables and iptables-restore).
+//!
+//! No text from the config file ever reaches these commands: the rule set
+//! depends only on command-line flags, so a ConfigMap change never touches
+//! iptables.
+
+use std::{
+    io::Write as _,
+    process::{Command, Stdio},
+};
+
+use thiserror::Error;
+
+/// Comment on the POSTROUTING jump. It is upstream ip-masq-agent's text, so
+/// that on a node migrating from ip-masq-agent the existing jump is
+/// recognised as ours and not duplicated.
+fn jump_comment(chain: &str) -> String {
+    format!(
+        "ip-masq-agent: ensure nat POSTROUTING directs all non-LOCAL destination traffic to our custom {chain} chain"
+    )
+}
+const KEEP_COMMENT: &str =
+    "ip-masq: destination is non-masquerade (mark set by the eBPF classifier)";
+const MASQ_COMMENT: &str =
+    "ip-masq-agent: outbound traffic is subject to MASQUERADE (must be last in chain)";
+
+/// Address family of a rule set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    fn iptables(self) -> &'static str {
+        match self {
+            Self::V4 => "iptables",
+            Self::V6 => "ip6tables",
+        }
+    }
+
+    fn iptables_restore(self) -> &'static str {
+        match self {
+            Self::V4 => "iptables-restore",
+            Self::V6 => "ip6tables-restore",
+        }
+    }
+}
+
+/// The rule set, fixed by command-line flags.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RuleSet {
+    pub chain: String,
+    pub mark: u32,
+    pub random_fully: bool,
+}
+
+impl RuleSet {
+    /// Arguments of the POSTROUTING jump, after `-t nat -A POSTROUTING`.
+    pub fn jump_args(&self) -> Vec<String> {
+        [
+            "-m",
+            "comment",
+            "--comment",
+            &jump_comment(&self.chain),
+            "-m",
+            "addrtype",
+            "!",
+            "--dst-type",
+            "LOCAL",
+            "-j",
+            &self.chain,
+        ]
+        .map(str::to_owned)
+        .to_vec()
+    }
+
+    /// iptables-restore input that atomically replaces the chain's contents
+    /// (with `--noflush`, declaring the chain flushes only that chain).
+    pub fn chain_restore_input(&self) -> String {
+        let chain = &self.chain;
+        let mark = format!("{:#x}/{:#x}", self.mark, self.mark);
+        let random_fully = if self.random_fully {
+            " --random-fully"
+        } else {
+            ""
+        };
+        format!(
+            "*nat\n\
+             :{chain} - [0:0]\n\
+             -A {chain} -m comment --comment \"{KEEP_COMMENT}\" -m mark --mark {mark} -j RETURN\n\
+             -A {chain} -m comment --comment \"{MASQ_COMMENT}\" -j MASQUERADE{random_fully}\n\
+             COMMIT\n"
+        )
+    }
+}
+
+/// Errors of the rules layer.
+#[derive(Debug, Error)]
+pub enum RulesError {
+    #[error("cannot run {program}")]
+    Spawn {
+        program: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{program} {args} failed ({status}): {stderr}")]
+    Failed {
+        program: &'static str,
+        args: String,
+        status: String,
+        stderr: String,
+    },
+}
+
+/// What [`Installer::ensure`] had to do.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Repairs {
+    /// The chain was (re)written because it was missing or not as we left it.
+    pub chain_rewritten: bool,
+    /// The POSTROUTING jump was missing and added.
+    pub jump_added: bool,
+    /// Duplicate jumps removed.
+    pub duplicate_jumps_removed: usize,
+}
+
+impl Repairs {
+    pub fn any(&self) -> bool {
+        self.chain_rewritten || self.jump_added || self.duplicate_jumps_removed > 0
+    }
+}
+
+/// Installs one family's rule set and keeps it installed.
+pub struct Installer {
+    family: Family,
+    rules: RuleSet,
+    /// The chain as `iptables -S` printed it right after our last write:
+    /// any difference later means someone else changed it.
+    expected_listing: Option<Vec<String>>,
+}
+
+impl Installer {
+    pub fn new(family: Family, rules: RuleSet) -> Self {
+        Self {
+            family,
+            rules,
+            expected_listing: None,
+        }
+    }
+
+    /// Makes the kernel hold exactly our chain and one jump to it. The first
+    /// call always rewrites the chain, which also takes over a chain left by
+    /// ip-masq-agent.
+    ///
+    /// # Errors
+    /// Fails when iptables cannot be run or refuses a command.
+    pub fn ensure(&mut self) -> Result<Repairs, RulesError> {
+        let mut repairs = Repairs::default();
+        let listing = self.list_chain()?;
+        if listing.is_none() || listing != self.expected_listing {
+            self.restore_chain()?;
+            self.expected_listing = self.list_chain()?;
+            repairs.chain_rewritten = true;
+        }
+        let jumps = self.count_jumps()?;
+        if jumps == 0 {
+            let mut args = vec![
+                "-t".to_owned(),
+                "nat".into(),
+                "-A".into(),
+                "POSTROUTING".into(),
+            ];
+            args.extend(self.rules.jump_args());
+            self.iptables(&args)?;
+            repairs.jump_added = true;
+        }
+        for _ in 1..jumps {
+            let mut args = vec![
+                "-t".to_owned(),
+                "nat".into(),
+                "-D".into(),
+                "POSTROUTING".into(),
+            ];
+            args.extend(self.rules.jump_args());
+            self.iptables(&args)?;
+            repairs.duplicate_jumps_removed += 1;
+        }
+        Ok(repairs)
+    }
+
+    /// Whether the rules are in place, without changing anything.
+    ///
+    /// # Errors
+    /// Fails when iptables cannot be run.
+    pub fn verify(&self) -> Result<bool, RulesError> {
+        let listing = self.list_chain()?;
+        Ok(listing.is_some() && listing == self.expected_listing && self.count_jumps()? == 1)
+    }
+
+    /// Removes the jump and the chain.
+    ///
+    /// # Errors
+    /// Fails when iptables refuses to delete what exists.
+    pub fn remove(&self) -> Result<(), RulesError> {
+        for _ in 0..self.count_jumps()? {
+            let mut args = vec![
+                "-t".to_owned(),
+                "nat".into(),
+                "-D".into(),
+                "POSTROUTING".into(),
+            ];
+            args.extend(self.rules.jump_args());
+            self.iptables(&args)?;
+        }
+        if self.list_chain()?.is_some() {
+            self.iptables(&["-t", "nat", "-F", &self.rules.chain].map(str::to_owned))?;
+            self.iptables(&["-t", "nat", "-X", &self.rules.chain].map(str::to_owned))?;
+        }
+        Ok(())
+    }
+
+    fn restore_chain(&self) -> Result<(), RulesError> {
+        let program = self.family.iptables_restore();
+        let mut child = Command::new(program)
+            .args(["-w", "--noflush"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|source| RulesError::Spawn { program, source })?;
+        let input = self.rules.chain_restore_input();
+        child
+            .stdin
+            .take()
+            .expect("stdin is piped")
+            .write_all(input.as_bytes())
+            .map_err(|source| RulesError::Spawn { program, source })?;
+        let output = child
+            .wait_with_output()
+            .map_err(|source| RulesError::Spawn { program, source })?;
+        if !output.status.success() {
+            return Err(RulesError::Failed {
+                program,
+                args: "-w --noflush".into(),
+                status: output.status.to_string(),
+                stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    /// The nat table as `iptables -t nat -S` prints it. Listing the whole
+    /// table works whether or not the table or our chain exist yet, which
+    /// `-S CHAIN` does not with the nf_tables backend.
+    fn list_nat(&self) -> Result<Vec<String>, RulesError> {
+        let program = self.family.iptables();
+        let output = Command::new(program)
+            .args(["-w", "-t", "nat", "-S"])
+            .output()
+            .map_err(|source| RulesError::Spawn { program, source })?;
+        if !output.status.success() {
+            return Err(RulesError::Failed {
+                program,
+                args: "-t nat -S".into(),
+                status: output.status.to_string(),
+                stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+            });
+        }
+        Ok(String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .map(str::to_owned)
+            .collect())
+    }
+
+    /// Our chain's lines, or `None` when the chain does not exist.
+    fn list_chain(&self) -> Result<Option<Vec<String>>, RulesError> {
+        Ok(chain_lines(&self.list_nat()?, &self.rules.chain))
+    }
+
+    /// How many copies of our jump POSTROUTING holds.
+    fn count_jumps(&self) -> Result<usize, RulesError> {
+        Ok(count_jumps(&self.list_nat()?, &self.rules))
+    }
+
+    fn iptables(&self, args: &[String]) -> Result<(), RulesError> {
+        let program = self.family.iptables();
+        let output = Command::new(program)
+            .arg("-w")
+            .args(args)
+            .output()
+            .map_err(|source| RulesError::Spawn { program, source })?;
+        if !output.status.success() {
+            return Err(RulesError::Failed {
+                program,
+                args: args.join(" "),
+                status: output.status.to_string(),
+                stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The lines of `chain` in an `iptables -S` listing, `None` if it is absent.
+fn chain_lines(listing: &[String], chain: &str) -> Option<Vec<String>> {
+    let declaration = format!("-N {chain}");
+    let rule_prefix = format!("-A {chain} ");
+    if !listing.iter().any(|line| line == &declaration) {
+        return None;
+    }
+    Some(
+        listing
+            .iter()
+            .filter(|line| line.starts_with(&rule_prefix))
+            .cloned()
+            .collect(),
+    )
+}
+
+/// Copies of our POSTROUTING jump in an `iptables -S` listing.
+fn count_jumps(listing: &[String], rules: &RuleSet) -> usize {
+    let comment = jump_comment(&rules.chain);
+    let target = format!("-j {}", rules.chain);
+    listing
+        .iter()
+        .filter(|line| {
+            line.starts_with("-A POSTROUTING ")
+                && line.contains(&comment)
+                && line.trim_end().ends_with(&target)
+        })
+        .count()
+}
+
+/// Whether `iptables --version` output supports `--random-fully` (1.6.2+).
+pub fn supports_random_fully(version_output: &str) -> bool {
+    let Some(version) = version_output
+        .split_whitespace()
+        .find_map(|word| word.strip_prefix('v'))
+    else {
+        return false;
+    };
+    let parts: Vec<u32> = version
+        .split('.')
+        .map_while(|part| part.parse().ok())
+        .collect();
+    parts.as_slice() >= [1, 6, 2].as_slice()
+}
+
+/// Asks the installed iptables for its version.
+///
+/// # Errors
+/// Fails when iptables cannot be run.
+pub fn iptables_version(family: Family) -> Result<String, RulesError> {
+    let program = family.iptables();
+    let output = Command::new(program)
+        .arg("--version")
+        .output()
+        .map_err(|source| RulesError::Spawn { program, source })?;
+    Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+}
+
+/// Checks a `--masq-chain` value against iptables' rules for chain names.
+///
+/// # Errors
+/// Returns why the name is unusable.
+pub fn validate_chain_name(name: &str) -> Result<(), String> {
+    const BUILTIN: [&str; 5] = ["PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"];
+    const TARGETS: [&str; 6] = ["ACCEPT", "DROP", "RETURN", "QUEUE", "MASQUERADE", "SNAT"];
+    if name.is_empty() || name.len() > 28 {
+        return Err("must be 1 to 28 characters long".into());
+    }
+    if name.starts_with('-') || name.starts_with('!') {
+        return Err("must not start with '-' or '!'".into());
+    }
+    if !name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        return Err("may contain only letters, digits, '-', '_' and '.'".into());
+    }
+    if BUILTIN.contains(&name) || TARGETS.contains(&name) {
+        return Err("is a built-in chain or target".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rules() -> RuleSet {
+        RuleSet {
+            chain: "IP-MASQ-AGENT".into(),
+            mark: 0x2000,
+            random_fully: true,
+        }
+    }
+
+    #[test]
+    fn restore_input_is_the_static_chain() {
+        assert_eq!(
+            rules().chain_restore_input(),
+            "*nat\n\
+             :IP-MASQ-AGENT - [0:0]\n\
+             -A IP-MASQ-AGENT -m comment --comment \"ip-masq: destination is non-masquerade (mark set by the eBPF classifier)\" -m mark --mark 0x2000/0x2000 -j RETURN\n\
+             -A IP-MASQ-AGENT -m comment --comment \"ip-masq-agent: outbound traffic is subject to MASQUERADE (must be last in chain)\" -j MASQUERADE --random-fully\n\
+             COMMIT\n"
+        );
+    }
+
+    #[test]
+    fn random_fully_can_be_left_out() {
+        let input = RuleSet {
+            random_fully: false,
+            ..rules()
+        }
+        .chain_restore_input();
+        assert!(input.contains("-j MASQUERADE\n"));
+        assert!(!input.contains("random-fully"));
+    }
+
+    #[test]
+    fn mark_and_chain_follow_the_flags() {
+        let input = RuleSet {
+            chain: "MY-CHAIN".into(),
+            mark: 0x40000,
+            random_fully: true,
+        }
+        .chain_restore_input();
+        assert!(input.contains(":MY-CHAIN - [0:0]"));
+        assert!(input.contains("--mark 0x40000/0x40000 -j RETURN"));
+    }
+
+    #[test]
+    fn jump_matches_upstream() {
+        let args = rules().jump_args();
+        assert_eq!(
+            args.join(" "),
+            "-m comment --comment ip-masq-agent: ensure nat POSTROUTING directs all non-LOCAL destination traffic to our custom IP-MASQ-AGENT chain -m addrtype ! --dst-type LOCAL -j IP-MASQ-AGENT"
+        );
+    }
+
+    #[test]
+    fn reads_chain_and_jumps_from_a_listing() {
+        let listing: Vec<String> = [
+            "-P POSTROUTING ACCEPT",
+            "-N IP-MASQ-AGENT",
+            "-N IP-MASQ-AGENT-2",
+            "-A POSTROUTING -m comment --comment \"ip-masq-agent: ensure nat POSTROUTING directs all non-LOCAL destination traffic to our custom IP-MASQ-AGENT chain\" -m addrtype ! --dst-type LOCAL -j IP-MASQ-AGENT",
+            "-A POSTROUTING -j IP-MASQ-AGENT",
+            "-A IP-MASQ-AGENT -d 10.0.0.0/8 -j RETURN",
+            "-A IP-MASQ-AGENT-2 -j MASQUERADE",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        assert_eq!(
+            chain_lines(&listing, "IP-MASQ-AGENT"),
+            Some(vec!["-A IP-MASQ-AGENT -d 10.0.0.0/8 -j RETURN".to_owned()])
+        );
+        assert_eq!(chain_lines(&listing, "OTHER"), None);
+        assert_eq!(count_jumps(&listing, &rules()), 1);
+    }
+
+    #[test]
+    fn random_fully_version_gate() {
+        assert!(supports_random_fully("iptables v1.8.9 (nf_tables)"));
+        assert!(supports_random_fully("iptables v1.6.2"));
+        assert!(!supports_random_fully("iptables v1.6.1"));
+        assert!(!supports_random_fully("iptables v1.4.21"));
+        assert!(supports_random_fully("iptables v1.10.0 (legacy)"));
+        assert!(!supports_random_fully("garbage"));
+    }
+
+    #[test]
+    fn chain_names() {
+        assert!(validate_chain_name("IP-MASQ-AGENT").is_ok());
+        assert!(validate_chain_name("").is_err());
+        assert!(validate_chain_name(&"A".repeat(29)).is_err());
+        assert!(validate_chain_name("-X").is_err());
+        assert!(validate_chain_name("A B").is_err());
+        assert!(validate_chain_name("A;rm").is_err());
+        assert!(validate_chain_name("POSTROUTING").is_err());
+        assert!(validate_chain_name("MASQUERADE").is_err());
+    }
+}

@@ -1,0 +1,136 @@
+//! Reading the config file from disk, with the limits that keep a hostile
+//! or broken file from hurting the agent.
+
+use std::{
+    fs,
+    io::{self, Read as _},
+    path::{Path, PathBuf},
+};
+
+use thiserror::Error;
+
+use crate::config::MAX_CONFIG_BYTES;
+
+/// Why the config file could not be read.
+#[derive(Debug, Error)]
+pub enum ReadError {
+    #[error("{path} is a directory, not a file")]
+    Directory { path: PathBuf },
+    #[error("{path} is a symlink to {target}, which does not exist")]
+    DanglingSymlink { path: PathBuf, target: PathBuf },
+    #[error("{path} is larger than {max} bytes")]
+    TooLarge { path: PathBuf, max: usize },
+    #[error("cannot read {path}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Reads the config file: `Ok(None)` when it does not exist (defaults
+/// apply, as upstream), its bytes otherwise.
+///
+/// A dangling symlink is an error rather than "missing": during a ConfigMap
+/// update it means the volume is mid-swap, and the previous config must
+/// stay in force.
+///
+/// # Errors
+/// [`ReadError`] for directories, dangling symlinks, oversized files and I/O errors.
+pub fn read_config(path: &Path) -> Result<Option<Vec<u8>>, ReadError> {
+    match fs::metadata(path) {
+        Ok(meta) if meta.is_dir() => {
+            return Err(ReadError::Directory {
+                path: path.to_owned(),
+            });
+        }
+        Ok(_) => {}
+        Err(err) if err.kind() == io::ErrorKind::NotFound => {
+            return match fs::read_link(path) {
+                Ok(target) => Err(ReadError::DanglingSymlink {
+                    path: path.to_owned(),
+                    target,
+                }),
+                Err(_) => Ok(None),
+            };
+        }
+        Err(source) => {
+            return Err(ReadError::Io {
+                path: path.to_owned(),
+                source,
+            });
+        }
+    }
+    let file = fs::File::open(path).map_err(|source| ReadError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    let mut bytes = Vec::new();
+    file.take(MAX_CONFIG_BYTES as u64 + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|source| ReadError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+    if bytes.len() > MAX_CONFIG_BYTES {
+        return Err(ReadError::TooLarge {
+            path: path.to_owned(),
+            max: MAX_CONFIG_BYTES,
+        });
+    }
+    Ok(Some(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn scratch(name: &str) -> PathBuf {
+        let dir =
+            std::env::temp_dir().join(format!("ip-masq-source-{}-{name}", std::process::id()));
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn missing_file_means_defaults() {
+        let dir = scratch("missing");
+        assert!(read_config(&dir.join("absent")).unwrap().is_none());
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn reads_through_symlinks() {
+        let dir = scratch("symlink");
+        fs::create_dir(dir.join("..data_1")).unwrap();
+        fs::write(dir.join("..data_1/config"), "masqLinkLocal: true").unwrap();
+        std::os::unix::fs::symlink("..data_1", dir.join("..data")).unwrap();
+        std::os::unix::fs::symlink("..data/config", dir.join("config")).unwrap();
+        assert_eq!(
+            read_config(&dir.join("config")).unwrap().unwrap(),
+            b"masqLinkLocal: true"
+        );
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn refuses_directories_dangling_links_and_huge_files() {
+        let dir = scratch("refuse");
+        fs::create_dir(dir.join("config")).unwrap();
+        assert!(matches!(
+            read_config(&dir.join("config")),
+            Err(ReadError::Directory { .. })
+        ));
+        std::os::unix::fs::symlink("nowhere", dir.join("dangling")).unwrap();
+        let err = read_config(&dir.join("dangling")).unwrap_err();
+        assert!(matches!(err, ReadError::DanglingSymlink { .. }));
+        assert!(err.to_string().contains("nowhere"));
+        fs::write(dir.join("huge"), vec![b'#'; MAX_CONFIG_BYTES + 10]).unwrap();
+        assert!(matches!(
+            read_config(&dir.join("huge")),
+            Err(ReadError::TooLarge { .. })
+        ));
+        fs::remove_dir_all(dir).unwrap();
+    }
+}
