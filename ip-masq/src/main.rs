@@ -1,7 +1,7 @@
 //! Entry point: parses the command line, sets up logging, runs one command
 //! and maps its result to an exit code (0 ok, 1 check failed, 2 error).
 
-use std::process::ExitCode;
+use std::{io::IsTerminal as _, process::ExitCode};
 
 use anyhow::Context as _;
 use clap::Parser as _;
@@ -85,9 +85,13 @@ fn init_logging(verbosity: u8, format: LogFormat) {
         3 | 4 => "debug",
         _ => "trace",
     };
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(level));
+    // netlink-packet-route warns about every attribute newer than itself;
+    // that is noise for operators, so it only speaks up for errors.
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(format!("{level},netlink_packet_route=error")));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none())
         .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => builder.init(),

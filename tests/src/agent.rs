@@ -1,0 +1,171 @@
+//! The agent as a child process inside a lab namespace.
+
+use std::{
+    fs,
+    os::unix::process::CommandExt as _,
+    path::{Path, PathBuf},
+    process::{Child, Command, ExitStatus, Stdio},
+    time::Duration,
+};
+
+use crate::{netns::enter_netns, unique_name, wait_until};
+
+/// Finds the `ip-masq` binary: `$IP_MASQ_BIN`, else next to (or one level
+/// above) the running executable, which is where cargo puts it for tests
+/// (`target/debug/deps/…`) and for xtask (`target/debug/xtask`).
+pub fn agent_binary() -> PathBuf {
+    if let Some(path) = std::env::var_os("IP_MASQ_BIN") {
+        return PathBuf::from(path);
+    }
+    let exe = std::env::current_exe().expect("current executable");
+    for dir in exe.ancestors().skip(1).take(2) {
+        let candidate = dir.join("ip-masq");
+        if candidate.is_file() {
+            return candidate;
+        }
+    }
+    panic!(
+        "ip-masq binary not found near {}; build it (cargo build -p ip-masq) or set IP_MASQ_BIN",
+        exe.display()
+    );
+}
+
+/// Builds the command line of one agent process.
+#[derive(Clone, Debug)]
+pub struct AgentBuilder {
+    netns: PathBuf,
+    args: Vec<String>,
+}
+
+impl AgentBuilder {
+    /// `ip-masq ARGS…` to be run inside the namespace at `netns`.
+    pub fn new(netns: &Path, args: &[&str]) -> Self {
+        Self {
+            netns: netns.to_owned(),
+            args: args.iter().map(|a| (*a).to_owned()).collect(),
+        }
+    }
+
+    pub fn arg(mut self, arg: impl Into<String>) -> Self {
+        self.args.push(arg.into());
+        self
+    }
+
+    /// Starts the process; its stderr goes to a log file the guard reads.
+    pub fn spawn(&self) -> Agent {
+        let log_path = std::env::temp_dir().join(format!("{}.log", unique_name("ip-masq-agent-")));
+        let log = fs::File::create(&log_path).expect("create agent log");
+        let netns = self.netns.clone();
+        let mut command = Command::new(agent_binary());
+        command
+            .args(&self.args)
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("dup log"))
+            .stderr(log);
+        // SAFETY: setns is async-signal-safe; the namespace path was
+        // resolved before fork.
+        unsafe {
+            command.pre_exec(move || {
+                enter_netns(&netns);
+                Ok(())
+            });
+        }
+        let child = command.spawn().expect("spawn ip-masq");
+        Agent {
+            child: Some(child),
+            log_path,
+        }
+    }
+}
+
+/// A running agent, killed on drop.
+#[derive(Debug)]
+pub struct Agent {
+    child: Option<Child>,
+    log_path: PathBuf,
+}
+
+impl Agent {
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// Everything the agent logged so far.
+    pub fn log(&self) -> String {
+        fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// Waits until the log contains `needle`; panics with the log otherwise.
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) {
+        assert!(
+            wait_until(timeout, || self.log().contains(needle)),
+            "agent did not log {needle:?} within {timeout:?}; log:\n{}",
+            self.log()
+        );
+    }
+
+    /// How often `needle` appears in the log.
+    pub fn count_in_log(&self, needle: &str) -> usize {
+        self.log().matches(needle).count()
+    }
+
+    /// Waits for the agent to be ready (maps, links and rules in place).
+    pub fn wait_ready(&self) {
+        self.wait_for_log("ready:", Duration::from_secs(20));
+    }
+
+    /// Sends `signal` and waits up to `timeout` for the exit.
+    pub fn signal_and_wait(&mut self, signal: i32, timeout: Duration) -> Option<ExitStatus> {
+        let child = self.child.as_mut()?;
+        // SAFETY: sending a signal to our own child.
+        unsafe { libc::kill(child.id() as i32, signal) };
+        let mut status = None;
+        wait_until(timeout, || {
+            status = child.try_wait().ok().flatten();
+            status.is_some()
+        });
+        if status.is_some() {
+            self.child = None;
+        }
+        status
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_some_and(|child| child.try_wait().ok().flatten().is_none())
+    }
+
+    /// Waits for the process to exit on its own.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let child = self.child.as_mut()?;
+        let mut status = None;
+        wait_until(timeout, || {
+            status = child.try_wait().ok().flatten();
+            status.is_some()
+        });
+        if status.is_some() {
+            self.child = None;
+        }
+        status
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!(
+                "--- agent log {} ---\n{}",
+                self.log_path.display(),
+                self.log()
+            );
+        }
+        let _ = fs::remove_file(&self.log_path);
+    }
+}

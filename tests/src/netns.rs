@@ -1,0 +1,198 @@
+//! Guards for network namespaces and private bpf filesystems.
+
+use std::{
+    ffi::CString,
+    fs,
+    os::fd::AsRawFd as _,
+    path::{Path, PathBuf},
+    process::{Command, Output},
+    sync::atomic::{AtomicU32, Ordering},
+};
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A name unique to this process and call: `{prefix}{pid}x{n}`.
+pub fn unique_name(prefix: &str) -> String {
+    format!(
+        "{prefix}{}x{}",
+        std::process::id(),
+        COUNTER.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// Runs a command and panics with its output if it fails.
+pub fn run_ok(program: &str, args: &[&str]) -> Output {
+    let output = Command::new(program)
+        .args(args)
+        .output()
+        .unwrap_or_else(|err| panic!("cannot run {program}: {err}"));
+    assert!(
+        output.status.success(),
+        "{program} {} failed: {}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
+/// A named network namespace (`ip netns add`), deleted on drop.
+#[derive(Debug)]
+pub struct Netns {
+    name: String,
+}
+
+impl Netns {
+    /// Creates a namespace named `{prefix}{pid}x{n}` with loopback up.
+    pub fn new(prefix: &str) -> Self {
+        let name = unique_name(prefix);
+        run_ok("ip", &["netns", "add", &name]);
+        let netns = Self { name };
+        netns.ip(&["link", "set", "lo", "up"]);
+        netns
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// `/run/netns/NAME`, for setns and nsenter.
+    pub fn path(&self) -> PathBuf {
+        Path::new("/run/netns").join(&self.name)
+    }
+
+    /// `ip -n NAME ARGS…`, panicking on failure.
+    pub fn ip(&self, args: &[&str]) -> Output {
+        let mut full = vec!["-n", &self.name];
+        full.extend_from_slice(args);
+        run_ok("ip", &full)
+    }
+
+    /// Runs a program inside the namespace, returning its output.
+    pub fn exec(&self, program: &str, args: &[&str]) -> Output {
+        let mut full = vec!["netns", "exec", &self.name, program];
+        full.extend_from_slice(args);
+        Command::new("ip")
+            .args(&full)
+            .output()
+            .unwrap_or_else(|err| panic!("cannot run {program} in {}: {err}", self.name))
+    }
+
+    /// Like [`Netns::exec`], panicking on failure.
+    pub fn exec_ok(&self, program: &str, args: &[&str]) -> String {
+        let output = self.exec(program, args);
+        assert!(
+            output.status.success(),
+            "{program} {} in {} failed: {}",
+            args.join(" "),
+            self.name,
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
+    /// Sets a sysctl inside the namespace.
+    pub fn sysctl(&self, key: &str, value: &str) {
+        self.exec_ok("sysctl", &["-qw", &format!("{key}={value}")]);
+    }
+
+    /// Runs `f` on a thread that has entered this namespace. Sockets made
+    /// there stay in the namespace after `f` returns, which lets a test
+    /// open a client in a pod and a server on an external host.
+    pub fn enter<T: Send + 'static>(&self, f: impl FnOnce() -> T + Send + 'static) -> T {
+        let path = self.path();
+        std::thread::spawn(move || {
+            enter_netns(&path);
+            f()
+        })
+        .join()
+        .expect("thread inside the namespace panicked")
+    }
+
+    /// `iptables-save`-style listing of a table, inside the namespace.
+    pub fn iptables_save(&self, program: &str, table: &str) -> String {
+        self.exec_ok(program, &["-w", "-t", table, "-S"])
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+    }
+}
+
+/// Moves the calling thread into the network namespace at `path`.
+pub fn enter_netns(path: &Path) {
+    let file = fs::File::open(path).unwrap_or_else(|err| panic!("open {}: {err}", path.display()));
+    // SAFETY: a valid namespace fd; affects only the calling thread.
+    let rc = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+    assert_eq!(
+        rc,
+        0,
+        "setns {}: {}",
+        path.display(),
+        std::io::Error::last_os_error()
+    );
+}
+
+/// A private bpf filesystem mounted on a fresh directory, so pins never go
+/// to the default /sys/fs/bpf. Unmounted (which drops every pin) on drop.
+#[derive(Debug)]
+pub struct Bpffs {
+    root: PathBuf,
+}
+
+impl Bpffs {
+    pub fn new() -> Self {
+        let root = std::env::temp_dir().join(unique_name("ip-masq-bpffs-"));
+        fs::create_dir_all(&root).expect("create bpffs mount point");
+        let target = CString::new(root.as_os_str().as_encoded_bytes()).expect("path");
+        let source = CString::new("bpf").expect("literal");
+        // SAFETY: valid NUL-terminated strings; a fresh bpffs instance.
+        let rc = unsafe {
+            libc::mount(
+                source.as_ptr(),
+                target.as_ptr(),
+                source.as_ptr(),
+                0,
+                std::ptr::null(),
+            )
+        };
+        assert_eq!(
+            rc,
+            0,
+            "mount bpffs at {}: {}",
+            root.display(),
+            std::io::Error::last_os_error()
+        );
+        Self { root }
+    }
+
+    /// The mount point.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// A pin directory inside this bpffs.
+    pub fn pin_dir(&self) -> PathBuf {
+        self.root.join("ip-masq")
+    }
+}
+
+impl Default for Bpffs {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drop for Bpffs {
+    fn drop(&mut self) {
+        if let Ok(target) = CString::new(self.root.as_os_str().as_encoded_bytes()) {
+            // SAFETY: valid NUL-terminated path.
+            unsafe { libc::umount2(target.as_ptr(), libc::MNT_DETACH) };
+        }
+        let _ = fs::remove_dir(&self.root);
+    }
+}
