@@ -1,1 +1,109 @@
-fn main() {}
+//! Project tasks: `cargo xtask setup | build-ebpf | test | demo`.
+//!
+//! `test` and `demo` run `setup` first, so on a fresh machine they are the
+//! only commands a person needs.
+
+mod demo;
+mod setup;
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "ip-masq project tasks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what a fresh machine lacks: nightly rust-src, bpf-linker, apt tools.
+    Setup,
+    /// Build the eBPF object on its own (a plain `cargo build` embeds it too).
+    BuildEbpf,
+    /// Run the whole test suite, root tests included (needs root).
+    Test {
+        /// Extra arguments for `cargo test` (after `--`).
+        #[arg(trailing_var_arg = true)]
+        args: Vec<String>,
+    },
+    /// Build a namespace lab, run the agent with its default config and show
+    /// which destination saw the pod IP and which saw the node IP (needs root).
+    Demo,
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Task::Setup => setup::setup(),
+        Task::BuildEbpf => {
+            setup::setup()?;
+            build_ebpf()
+        }
+        Task::Test { args } => {
+            setup::setup()?;
+            test(&args)
+        }
+        Task::Demo => {
+            setup::setup()?;
+            build_agent()?;
+            demo::run()
+        }
+    }
+}
+
+/// The workspace root (xtask lives one level below it).
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask has a parent directory")
+        .to_owned()
+}
+
+/// Runs a command to completion, failing on a non-zero exit.
+pub fn run(command: &mut Command) -> anyhow::Result<()> {
+    let status = command
+        .status()
+        .with_context(|| format!("cannot run {command:?}"))?;
+    if !status.success() {
+        bail!("{command:?} failed: {status}");
+    }
+    Ok(())
+}
+
+fn build_ebpf() -> anyhow::Result<()> {
+    run(Command::new("rustup")
+        .args(["run", "nightly", "cargo", "build", "--release"])
+        .args(["--package", "ip-masq-ebpf", "--bins"])
+        .args(["--target", "bpfel-unknown-none", "-Z", "build-std=core"])
+        .current_dir(workspace_root().join("ip-masq-ebpf")))?;
+    println!(
+        "eBPF object: {}",
+        workspace_root()
+            .join("target/bpfel-unknown-none/release/ip-masq")
+            .display()
+    );
+    Ok(())
+}
+
+fn build_agent() -> anyhow::Result<()> {
+    run(Command::new("cargo")
+        .args(["build", "--package", "ip-masq", "--bin", "ip-masq"])
+        .current_dir(workspace_root()))
+}
+
+fn test(extra: &[String]) -> anyhow::Result<()> {
+    if !lab::is_root() {
+        bail!("the suite includes root tests (namespaces, BPF, iptables): run it as root");
+    }
+    build_agent()?;
+    run(Command::new("cargo")
+        .args(["test", "--workspace", "--exclude", "ip-masq-ebpf"])
+        .args(extra)
+        .current_dir(workspace_root()))
+}

@@ -1,0 +1,167 @@
+//! `cargo xtask setup`: installs, idempotently, what a fresh machine lacks
+//! to build the eBPF object and run the root tests. Each step first checks
+//! whether its tool is already there, so a second run does nothing.
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+};
+
+use anyhow::{Context as _, bail};
+
+use crate::{run, workspace_root};
+
+/// Commands the tests and the demo call, with the Debian package that
+/// provides each.
+const APT_TOOLS: &[(&str, &str)] = &[
+    ("iptables", "iptables"),
+    ("ip6tables", "iptables"),
+    ("ip", "iproute2"),
+    ("bpftool", "bpftool"),
+    ("conntrack", "conntrack"),
+    ("nsenter", "util-linux"),
+    ("vtysh", "frr"),
+    ("python3", "python3"),
+    ("iperf3", "iperf3"),
+];
+
+/// Python modules the tests use, with the Debian package that provides each.
+const PYTHON_MODULES: &[(&str, &str)] = &[("prometheus_client", "python3-prometheus-client")];
+
+/// The bpf-linker release line that matches aya 0.14.
+const BPF_LINKER_VERSION: &str = "0.13";
+
+pub fn setup() -> anyhow::Result<()> {
+    ensure_apt_packages()?;
+    ensure_rust_src()?;
+    ensure_bpf_linker()?;
+    println!("setup: everything is in place");
+    Ok(())
+}
+
+fn have_command(name: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {name} >/dev/null 2>&1")])
+        .status()
+        .is_ok_and(|s| s.success())
+        || Path::new("/usr/lib/frr/zebra").exists() && name == "zebra"
+}
+
+fn have_python_module(module: &str) -> bool {
+    Command::new("python3")
+        .args(["-c", &format!("import {module}")])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+fn ensure_apt_packages() -> anyhow::Result<()> {
+    let mut missing: Vec<&str> = APT_TOOLS
+        .iter()
+        .filter(|(tool, _)| !have_command(tool))
+        .map(|(_, package)| *package)
+        .collect();
+    if !Path::new("/usr/lib/frr/zebra").exists() {
+        missing.push("frr");
+    }
+    missing.extend(
+        PYTHON_MODULES
+            .iter()
+            .filter(|(module, _)| !have_python_module(module))
+            .map(|(_, package)| *package),
+    );
+    missing.sort_unstable();
+    missing.dedup();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    println!("setup: installing {}", missing.join(" "));
+    run(Command::new("apt-get").args(["update", "-qq"]))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-qq", "--no-install-recommends"])
+        .args(&missing)
+        .env("DEBIAN_FRONTEND", "noninteractive"))
+}
+
+fn nightly_output(args: &[&str]) -> anyhow::Result<String> {
+    let output = Command::new("rustup")
+        .args(["run", "nightly"])
+        .args(args)
+        .output()
+        .with_context(|| format!("rustup run nightly {}", args.join(" ")))?;
+    if !output.status.success() {
+        bail!(
+            "`rustup run nightly {}` failed: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr).trim()
+        );
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+fn ensure_rust_src() -> anyhow::Result<()> {
+    let installed = Command::new("rustup")
+        .args(["component", "list", "--toolchain", "nightly", "--installed"])
+        .output()
+        .context("rustup component list (is the nightly toolchain installed?)")?;
+    if String::from_utf8_lossy(&installed.stdout)
+        .lines()
+        .any(|line| line.starts_with("rust-src"))
+    {
+        return Ok(());
+    }
+    println!("setup: adding rust-src to the nightly toolchain");
+    run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))
+}
+
+/// LLVM major version of the nightly compiler, e.g. 22.
+fn nightly_llvm_major() -> anyhow::Result<u32> {
+    let version = nightly_output(&["rustc", "-vV"])?;
+    let line = version
+        .lines()
+        .find_map(|line| line.strip_prefix("LLVM version: "))
+        .context("rustc -vV printed no LLVM version")?;
+    line.split('.')
+        .next()
+        .and_then(|major| major.parse().ok())
+        .with_context(|| format!("unparsable LLVM version {line:?}"))
+}
+
+fn ensure_bpf_linker() -> anyhow::Result<()> {
+    if let Ok(version) = nightly_output(&["bpf-linker", "--version"])
+        && version.contains(&format!("bpf-linker {BPF_LINKER_VERSION}"))
+    {
+        return Ok(());
+    }
+    let llvm_major = nightly_llvm_major()?;
+    let sysroot = PathBuf::from(nightly_output(&["rustc", "--print", "sysroot"])?.trim());
+    let library = std::fs::read_dir(sysroot.join("lib"))
+        .context("read nightly sysroot lib")?
+        .filter_map(Result::ok)
+        .map(|entry| entry.path())
+        .find(|path| {
+            path.file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.starts_with(&format!("libLLVM.so.{llvm_major}")) || n.starts_with(&format!("libLLVM-{llvm_major}")))
+        })
+        .with_context(|| format!("nightly ships no libLLVM {llvm_major} under {}", sysroot.display()))?;
+    // bpf-linker's build looks for LLVM under LLVM_PREFIX/lib; point it at
+    // the nightly compiler's own LLVM so the two always match.
+    let prefix = workspace_root().join("target").join("llvm-prefix");
+    std::fs::create_dir_all(prefix.join("lib"))?;
+    let link = prefix.join("lib").join("libLLVM.so");
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(&library, &link)?;
+    println!("setup: building bpf-linker {BPF_LINKER_VERSION} against LLVM {llvm_major} (takes a few minutes)");
+    run(Command::new("cargo")
+        .args([
+            "install",
+            "bpf-linker",
+            "--locked",
+            "--version",
+            &format!("~{BPF_LINKER_VERSION}"),
+            "--no-default-features",
+            "--features",
+            &format!("llvm-{llvm_major}"),
+        ])
+        .env("LLVM_PREFIX", &prefix))
+}
