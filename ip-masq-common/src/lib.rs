@@ -12,10 +12,28 @@ pub const MAP_NON_MASQ_V6: &str = "NON_MASQ_V6";
 /// Per-CPU packet counters, indexed by the `STAT_*` slots.
 pub const MAP_STATS: &str = "STATS";
 
-/// Name of the TC classifier function, as the kernel and `bpftool prog` show it.
-pub const PROGRAM_CLASSIFIER: &str = "ip_masq_classify";
+/// Name of the TC classifier function, as the kernel and `bpftool prog` show
+/// it. Kernel object names hold 15 characters; longer ones are cut.
+pub const PROGRAM_CLASSIFIER: &str = "ipmasq_classify";
 /// Read-only global holding the mark bit(s) the classifier ORs into `skb->mark`.
 pub const GLOBAL_KEEP_SOURCE_MARK: &str = "KEEP_SOURCE_MARK";
+
+/// Name of the IPv4 socket filter run by the iptables `bpf` match (xt_bpf).
+/// Kernel program names hold at most 15 characters.
+pub const PROGRAM_XT_BPF_V4: &str = "ip_masq_xt_v4";
+/// Name of the IPv6 socket filter run by the ip6tables `bpf` match (xt_bpf).
+pub const PROGRAM_XT_BPF_V6: &str = "ip_masq_xt_v6";
+/// File name, under the pin directory, of the pinned IPv4 socket filter.
+/// iptables rules name this path (`-m bpf --object-pinned`), so it must
+/// never change meaning.
+pub const PIN_XT_BPF_V4: &str = "xt_bpf_v4";
+/// File name, under the pin directory, of the pinned IPv6 socket filter.
+pub const PIN_XT_BPF_V6: &str = "xt_bpf_v6";
+/// What a socket filter returns for "keep source": xt_bpf matches on any
+/// non-zero value.
+pub const XT_BPF_KEEP_SOURCE: i64 = 1;
+/// What a socket filter returns for "masquerade" (no match).
+pub const XT_BPF_MASQUERADE: i64 = 0;
 
 /// Default capacity of each LPM trie; `--max-cidrs` overrides it.
 pub const DEFAULT_MAP_CAPACITY: u32 = 65_536;
@@ -68,6 +86,8 @@ pub const STAT_SLOTS: u32 = 4;
 pub const DEFAULT_KEEP_SOURCE_MARK: u32 = 0x2000;
 
 const _: () = assert!(core::mem::size_of::<Action>() == 1);
+const _: () = assert!(PROGRAM_CLASSIFIER.len() <= 15);
+const _: () = assert!(PROGRAM_XT_BPF_V4.len() <= 15 && PROGRAM_XT_BPF_V6.len() <= 15);
 
 #[cfg(test)]
 mod tests {

@@ -164,7 +164,7 @@ pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
     let (config_tx, mut config_rx) = mpsc::channel(64);
     let mut config_watched = agent.watch_config(config_tx.clone());
 
-    agent.reload(true);
+    agent.reload();
     agent.ensure_rules()?;
     let handle = netlink_handle()?;
     agent.reconcile_interfaces(&handle).await?;
@@ -193,7 +193,7 @@ pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
                 // A ConfigMap update is a burst of events; let it settle.
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 while config_rx.try_recv().is_ok() {}
-                agent.reload(false);
+                agent.reload();
             }
             Some(event) = link_rx.recv() => {
                 agent.on_link_event(event);
@@ -203,7 +203,7 @@ pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
                 if !config_watched {
                     config_watched = agent.watch_config(config_tx.clone());
                 }
-                agent.reload(true);
+                agent.reload();
                 agent.repair_map_drift();
                 if let Err(err) = agent.ensure_rules() {
                     error!(error = %error_chain(&err), "cannot repair iptables rules");
@@ -249,7 +249,7 @@ impl Agent {
 
     /// Reads, validates and applies the config file. A bad file is logged
     /// once and leaves the maps as they are.
-    fn reload(&mut self, periodic: bool) -> Option<ReloadOutcome> {
+    fn reload(&mut self) -> Option<ReloadOutcome> {
         let path = &self.options.config_path;
         let started = Instant::now();
         let bytes = match source::read_config(path) {
@@ -258,7 +258,9 @@ impl Agent {
                 return Some(self.reject(error_chain(&err)));
             }
         };
-        if periodic && self.config.is_some() && self.last_bytes.as_ref() == Some(&bytes) {
+        // Same bytes as last time: applied already, or rejected and logged
+        // already. Drift in the maps is repaired separately.
+        if self.last_bytes.as_ref() == Some(&bytes) {
             return None;
         }
         let parsed = match &bytes {

@@ -14,7 +14,7 @@ use std::{
 };
 
 use aya::{
-    Ebpf, EbpfLoader,
+    Ebpf, EbpfLoader, TestRun as _, TestRunOptions,
     maps::{LpmTrie, MapData, MapError, PerCpuArray, lpm_trie::Key},
     programs::{
         LinkOrder, ProgramError, SchedClassifier, TcAttachType,
@@ -114,6 +114,19 @@ pub enum Attachment {
     /// A pinned link from an earlier run was found on the interface and
     /// switched atomically to this run's program.
     Adopted,
+}
+
+/// `sizeof(struct __sk_buff)` on this kernel generation, and where `mark` sits in it.
+const SK_BUFF_SIZE: usize = 192;
+const SK_BUFF_MARK_OFFSET: usize = 8;
+
+/// What the classifier did to one test frame.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Probe {
+    /// The program's verdict; the classifier always answers `TC_ACT_UNSPEC` (-1).
+    pub return_value: i32,
+    /// `skb->mark` after the program ran.
+    pub mark: u32,
 }
 
 /// Packet counters summed over CPUs.
@@ -336,6 +349,35 @@ impl Datapath {
     /// Fails when the kernel refuses to iterate a map.
     pub fn read_entries(&self) -> Result<Vec<(IpNet, u8)>, DatapathError> {
         read_entries(&self.v4, &self.v6)
+    }
+
+    /// Runs the loaded classifier on `frame` with `skb->mark` preset to
+    /// `mark_in` (BPF_PROG_TEST_RUN) and returns what it did. This asks the
+    /// kernel program itself, not a re-implementation of its lookup.
+    ///
+    /// # Errors
+    /// Fails when the kernel refuses the test run.
+    pub fn probe(&mut self, frame: &[u8], mark_in: u32) -> Result<Probe, DatapathError> {
+        let mut context = [0u8; SK_BUFF_SIZE];
+        context[SK_BUFF_MARK_OFFSET..SK_BUFF_MARK_OFFSET + 4]
+            .copy_from_slice(&mark_in.to_ne_bytes());
+        let mut context_out = [0u8; SK_BUFF_SIZE];
+        let result = self.program()?.test_run(TestRunOptions {
+            data_in: Some(frame),
+            ctx_in: Some(&context),
+            ctx_out: Some(&mut context_out),
+            repeat: 1,
+            ..TestRunOptions::default()
+        })?;
+        let mark = u32::from_ne_bytes(
+            context_out[SK_BUFF_MARK_OFFSET..SK_BUFF_MARK_OFFSET + 4]
+                .try_into()
+                .expect("four bytes"),
+        );
+        Ok(Probe {
+            return_value: result.return_value as i32,
+            mark,
+        })
     }
 
     /// Per-CPU counters summed.

@@ -14,6 +14,7 @@ pub mod config;
 pub mod datapath;
 pub mod duration;
 pub mod interfaces;
+pub mod packet;
 pub mod rules;
 pub mod source;
 pub mod sync;

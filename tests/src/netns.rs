@@ -109,6 +109,23 @@ impl Netns {
         .expect("thread inside the namespace panicked")
     }
 
+    /// Names of the programs attached at tcx ingress of `interface`, in
+    /// chain order, as the kernel reports them.
+    pub fn tcx_ingress_programs(&self, interface: &str) -> Vec<String> {
+        let interface = interface.to_owned();
+        self.enter(move || {
+            let (_revision, programs) = aya::programs::SchedClassifier::query_tcx(
+                &interface,
+                aya::programs::TcAttachType::Ingress,
+            )
+            .unwrap_or_else(|err| panic!("query tcx on {interface}: {err}"));
+            programs
+                .iter()
+                .map(|p| p.name_as_str().unwrap_or_default().to_owned())
+                .collect()
+        })
+    }
+
     /// `iptables-save`-style listing of a table, inside the namespace.
     pub fn iptables_save(&self, program: &str, table: &str) -> String {
         self.exec_ok(program, &["-w", "-t", table, "-S"])

@@ -1,0 +1,159 @@
+//! The classifier itself, run by the kernel through BPF_PROG_TEST_RUN after
+//! the agent's own sync code filled the maps. Needs root and BPF.
+
+use std::net::IpAddr;
+
+use ip_masq::{
+    config::{ParseOptions, parse},
+    datapath::{Datapath, LoadOptions},
+    packet, sync,
+    table::Table,
+};
+use ip_masq_common::DEFAULT_KEEP_SOURCE_MARK;
+use lab::Bpffs;
+
+const TC_ACT_UNSPEC: i32 = -1;
+
+/// A loaded classifier in a private bpffs, with the table for `config`.
+struct Loaded {
+    datapath: Datapath,
+    _bpffs: Bpffs,
+}
+
+fn load(config: &str, enable_ipv6: bool, mark: u32) -> Loaded {
+    let bpffs = Bpffs::new();
+    let mut datapath = Datapath::load(&LoadOptions {
+        pin_dir: bpffs.pin_dir(),
+        mark,
+        max_entries: 1024,
+    })
+    .expect("load classifier");
+    let options = ParseOptions {
+        enable_ipv6,
+        ..ParseOptions::default()
+    };
+    let parsed = parse(config.as_bytes(), options).expect("valid config");
+    let desired = Table::effective(&parsed.config, enable_ipv6);
+    let mut applied = Table::default();
+    let report = sync::apply(&mut datapath, &mut applied, &desired).expect("fits");
+    assert!(report.failures.is_empty(), "{:?}", report.failures);
+    Loaded {
+        datapath,
+        _bpffs: bpffs,
+    }
+}
+
+fn mark_after(loaded: &mut Loaded, destination: &str, mark_in: u32) -> u32 {
+    let destination: IpAddr = destination.parse().unwrap();
+    let probe = loaded
+        .datapath
+        .probe(&packet::tcp_syn_to(destination), mark_in)
+        .expect("test run");
+    assert_eq!(
+        probe.return_value, TC_ACT_UNSPEC,
+        "never drops or redirects"
+    );
+    probe.mark
+}
+
+#[test]
+fn keep_source_destinations_get_the_mark() {
+    let mut loaded = load("", false, DEFAULT_KEEP_SOURCE_MARK);
+    for destination in [
+        "10.1.2.3",
+        "172.31.255.254",
+        "192.168.0.1",
+        "169.254.169.254",
+    ] {
+        assert_eq!(
+            mark_after(&mut loaded, destination, 0),
+            0x2000,
+            "{destination}"
+        );
+    }
+}
+
+#[test]
+fn other_destinations_are_left_alone() {
+    let mut loaded = load("", false, DEFAULT_KEEP_SOURCE_MARK);
+    for destination in ["8.8.8.8", "172.32.0.1", "11.0.0.1", "192.169.0.1"] {
+        assert_eq!(mark_after(&mut loaded, destination, 0), 0, "{destination}");
+        assert_eq!(
+            mark_after(&mut loaded, destination, 0x4000),
+            0x4000,
+            "{destination}"
+        );
+    }
+}
+
+#[test]
+fn other_mark_bits_are_preserved() {
+    let mut loaded = load("", false, DEFAULT_KEEP_SOURCE_MARK);
+    assert_eq!(mark_after(&mut loaded, "10.0.0.1", 0x4000), 0x6000);
+    assert_eq!(mark_after(&mut loaded, "10.0.0.1", !0x2000), u32::MAX);
+    assert_eq!(mark_after(&mut loaded, "10.0.0.1", 0x2000), 0x2000);
+}
+
+#[test]
+fn mark_follows_the_flag() {
+    let mut loaded = load("", false, 0x40000);
+    assert_eq!(mark_after(&mut loaded, "10.0.0.1", 0), 0x40000);
+    assert_eq!(mark_after(&mut loaded, "8.8.8.8", 0), 0);
+}
+
+#[test]
+fn ipv6_destinations_are_classified() {
+    let mut loaded = load(
+        "nonMasqueradeCIDRs: [10.0.0.0/8, 2001:db8::/32]",
+        true,
+        DEFAULT_KEEP_SOURCE_MARK,
+    );
+    assert_eq!(mark_after(&mut loaded, "2001:db8:1::1", 0), 0x2000);
+    assert_eq!(mark_after(&mut loaded, "2001:db9::1", 0), 0);
+    assert_eq!(
+        mark_after(&mut loaded, "fe80::1", 0),
+        0x2000,
+        "link-local by default"
+    );
+    assert_eq!(mark_after(&mut loaded, "10.9.9.9", 0), 0x2000);
+}
+
+#[test]
+fn longest_prefix_carves_exceptions_both_ways() {
+    let mut loaded = load(
+        "nonMasqueradeCIDRs: [10.0.0.0/8, 10.200.5.0/24]\nmasqueradeCIDRs: [10.200.0.0/16]",
+        false,
+        DEFAULT_KEEP_SOURCE_MARK,
+    );
+    assert_eq!(mark_after(&mut loaded, "10.1.1.1", 0), 0x2000);
+    assert_eq!(mark_after(&mut loaded, "10.200.1.1", 0), 0);
+    assert_eq!(mark_after(&mut loaded, "10.200.5.1", 0), 0x2000);
+}
+
+#[test]
+fn non_ip_frames_pass_untouched() {
+    let mut loaded = load(
+        "nonMasqueradeCIDRs: [0.0.0.0/0]",
+        false,
+        DEFAULT_KEEP_SOURCE_MARK,
+    );
+    let arp = loaded.datapath.probe(&packet::arp_request(), 0x10).unwrap();
+    assert_eq!((arp.return_value, arp.mark), (TC_ACT_UNSPEC, 0x10));
+    // An IPv4 frame is marked: the table really matches everything.
+    let ipv4 = packet::tcp_syn_to("10.0.0.1".parse().unwrap());
+    assert_eq!(loaded.datapath.probe(&ipv4, 0x10).unwrap().mark, 0x2010);
+}
+
+#[test]
+fn packet_counters_count_seen_and_kept() {
+    let mut loaded = load("", false, DEFAULT_KEEP_SOURCE_MARK);
+    let before = loaded.datapath.stats().unwrap();
+    for _ in 0..3 {
+        mark_after(&mut loaded, "10.0.0.1", 0);
+    }
+    mark_after(&mut loaded, "8.8.8.8", 0);
+    let after = loaded.datapath.stats().unwrap();
+    assert_eq!(after.v4_seen - before.v4_seen, 4);
+    assert_eq!(after.v4_kept - before.v4_kept, 3);
+    assert_eq!(after.v6_seen, before.v6_seen);
+}

@@ -1,0 +1,271 @@
+//! End-to-end tests of the core datapath on the real kernel: a node
+//! namespace running the agent, pods behind veths (one through a bridge) and
+//! an external host whose TCP server reports the source address it saw.
+//! Needs root.
+
+use std::{
+    net::IpAddr,
+    time::{Duration, Instant},
+};
+
+use lab::{
+    Lab, LabOptions, Pod,
+    topology::{
+        EXTERNAL_INSIDE_V4, EXTERNAL_INSIDE_V6, EXTERNAL_LINK_LOCAL_V4, EXTERNAL_OUTSIDE_V4,
+        EXTERNAL_OUTSIDE_V6, NODE_UPLINK_V4, NODE_UPLINK_V6,
+    },
+    wait_until,
+};
+
+fn ip(text: &str) -> IpAddr {
+    text.parse().unwrap()
+}
+
+/// Asserts what `destination` sees from `pod`: its own address or the node's.
+fn assert_sees(lab: &Lab, pod: &Pod, destination: &str, expected: IpAddr) {
+    let seen = lab.observed_source(pod, ip(destination));
+    assert_eq!(
+        seen, expected,
+        "{} -> {destination}: expected {expected}, saw {seen}",
+        pod.host_interface
+    );
+}
+
+/// Polls until `destination` sees `expected` from `pod`; returns how long it took.
+fn wait_until_sees(lab: &Lab, pod: &Pod, destination: &str, expected: IpAddr) -> Duration {
+    let started = Instant::now();
+    let mut last = None;
+    let reached = wait_until(Duration::from_secs(2), || {
+        last = Some(lab.observed_source(pod, ip(destination)));
+        last == Some(expected)
+    });
+    assert!(
+        reached,
+        "{destination} still saw {last:?} from {} 2 s after the change (expected {expected})",
+        pod.host_interface
+    );
+    started.elapsed()
+}
+
+#[test]
+fn default_config_keeps_pod_ip_inside_and_masquerades_outside() {
+    let lab = Lab::new(LabOptions::default());
+    let _agent = lab.start_agent(&[]);
+    let node = ip(NODE_UPLINK_V4);
+    for pod in &lab.pods {
+        assert_sees(&lab, pod, EXTERNAL_INSIDE_V4, pod.ipv4);
+        assert_sees(&lab, pod, EXTERNAL_LINK_LOCAL_V4, pod.ipv4);
+        assert_sees(&lab, pod, EXTERNAL_OUTSIDE_V4, node);
+    }
+    // One attachment per pod interface, first in the chain.
+    for pod in &lab.pods {
+        assert_eq!(
+            lab.node.tcx_ingress_programs(&pod.host_interface),
+            ["ipmasq_classify"]
+        );
+    }
+}
+
+#[test]
+fn masq_link_local_masquerades_link_local() {
+    let lab = Lab::new(LabOptions::default());
+    lab.write_config("masqLinkLocal: true\n");
+    let _agent = lab.start_agent(&[]);
+    let node = ip(NODE_UPLINK_V4);
+    for pod in &lab.pods {
+        assert_sees(&lab, pod, EXTERNAL_LINK_LOCAL_V4, node);
+        assert_sees(&lab, pod, EXTERNAL_INSIDE_V4, pod.ipv4);
+    }
+}
+
+#[test]
+fn ipv6_with_enable_ipv6() {
+    let lab = Lab::new(LabOptions {
+        ipv6: true,
+        ..LabOptions::default()
+    });
+    lab.write_config("nonMasqueradeCIDRs: [10.0.0.0/8, 172.16.0.0/12, fd00::/8]\n");
+    let _agent = lab.start_agent(&["--enable-ipv6"]);
+    let nat6 = lab.node.iptables_save("ip6tables", "nat");
+    assert!(
+        nat6.contains("-j MASQUERADE"),
+        "ip6tables chain missing:\n{nat6}"
+    );
+    for pod in &lab.pods {
+        let pod_v6 = pod.ipv6.expect("lab built with IPv6");
+        assert_sees(&lab, pod, EXTERNAL_INSIDE_V6, pod_v6);
+        assert_sees(&lab, pod, EXTERNAL_OUTSIDE_V6, ip(NODE_UPLINK_V6));
+        assert_sees(&lab, pod, EXTERNAL_INSIDE_V4, pod.ipv4);
+        assert_sees(&lab, pod, EXTERNAL_OUTSIDE_V4, ip(NODE_UPLINK_V4));
+    }
+}
+
+#[test]
+fn live_reload_in_place_and_by_configmap_swap() {
+    let lab = Lab::new(LabOptions::default());
+    lab.write_config_configmap_style("nonMasqueradeCIDRs: [172.16.0.0/12]\n");
+    let agent = lab.start_agent(&[]);
+    let pod = &lab.pods[0];
+    let node = ip(NODE_UPLINK_V4);
+    assert_sees(&lab, pod, EXTERNAL_INSIDE_V4, pod.ipv4);
+    assert_sees(&lab, pod, EXTERNAL_OUTSIDE_V4, node);
+
+    // ConfigMap-style: a new version directory and a `..data` swap.
+    lab.write_config_configmap_style("nonMasqueradeCIDRs: [203.0.113.0/24]\n");
+    let swap = wait_until_sees(&lab, pod, EXTERNAL_OUTSIDE_V4, pod.ipv4);
+    assert_sees(&lab, pod, EXTERNAL_INSIDE_V4, node);
+
+    // A second swap, back again.
+    lab.write_config_configmap_style("nonMasqueradeCIDRs: [172.16.0.0/12]\n");
+    let swap_back = wait_until_sees(&lab, pod, EXTERNAL_INSIDE_V4, pod.ipv4);
+    assert_sees(&lab, pod, EXTERNAL_OUTSIDE_V4, node);
+    println!("configmap swap reflected in {swap:?} and {swap_back:?}");
+    assert_eq!(agent.count_in_log("config applied"), 3, "{}", agent.log());
+}
+
+#[test]
+fn live_reload_of_a_plain_file() {
+    let lab = Lab::new(LabOptions::default());
+    let _agent = lab.start_agent(&[]);
+    let pod = &lab.pods[1];
+    assert_sees(&lab, pod, EXTERNAL_LINK_LOCAL_V4, pod.ipv4);
+    lab.write_config("masqLinkLocal: true\n");
+    let took = wait_until_sees(&lab, pod, EXTERNAL_LINK_LOCAL_V4, ip(NODE_UPLINK_V4));
+    println!("file rewrite reflected in {took:?}");
+}
+
+#[test]
+fn bad_config_keeps_previous_table_and_agent_running() {
+    let lab = Lab::new(LabOptions::default());
+    lab.write_config("nonMasqueradeCIDRs: [172.16.0.0/12]\n");
+    let mut agent = lab.start_agent(&[]);
+    let pod = &lab.pods[0];
+    let node = ip(NODE_UPLINK_V4);
+    let config_path = lab.config_path().display().to_string();
+    let cases = [
+        (
+            "nonMasqueradeCIDRs: [203.0.113.0/24, not-a-cidr]\n",
+            "not-a-cidr",
+        ),
+        (
+            "nonMasqueradeCIDRs: [203.0.113.0/24, 10.0.0.1/8]\n",
+            "10.0.0.1/8",
+        ),
+        (
+            "nonMasqueradeCIDRs: [203.0.113.0/24\n",
+            "neither valid YAML nor JSON",
+        ),
+    ];
+    for (round, (text, bad_value)) in cases.into_iter().enumerate() {
+        lab.write_config(text);
+        let expected_errors = round + 1;
+        assert!(
+            wait_until(Duration::from_secs(2), || {
+                agent.count_in_log("config rejected") >= expected_errors
+            }),
+            "no error logged for {text:?}:\n{}",
+            agent.log()
+        );
+        let line = agent
+            .log()
+            .lines()
+            .filter(|l| l.contains("config rejected"))
+            .nth(round)
+            .expect("error line")
+            .to_owned();
+        assert!(line.contains(&config_path), "error names the file: {line}");
+        assert!(
+            line.contains(bad_value),
+            "error names {bad_value:?}: {line}"
+        );
+        // The previous table is still in force, and the agent still runs.
+        assert_sees(&lab, pod, EXTERNAL_INSIDE_V4, pod.ipv4);
+        assert_sees(&lab, pod, EXTERNAL_OUTSIDE_V4, node);
+        assert!(agent.is_running());
+    }
+    // One error per bad file, not one per event or resync.
+    assert_eq!(agent.count_in_log("config rejected"), 3, "{}", agent.log());
+    // A good file after bad ones is applied.
+    lab.write_config("nonMasqueradeCIDRs: [203.0.113.0/24]\n");
+    wait_until_sees(&lab, pod, EXTERNAL_OUTSIDE_V4, pod.ipv4);
+}
+
+#[test]
+fn pod_created_after_start_is_classified() {
+    let mut lab = Lab::new(LabOptions {
+        routed_pods: 1,
+        bridged_pods: 0,
+        ipv6: false,
+    });
+    let agent = lab.start_agent(&[]);
+    lab.add_pod(2, false, false);
+    let pod = &lab.pods[1];
+    agent.wait_for_log(
+        &format!("attached interface={}", pod.host_interface),
+        Duration::from_secs(5),
+    );
+    assert_eq!(
+        lab.node.tcx_ingress_programs(&pod.host_interface),
+        ["ipmasq_classify"]
+    );
+    assert_sees(&lab, pod, EXTERNAL_INSIDE_V4, pod.ipv4);
+    assert_sees(&lab, pod, EXTERNAL_OUTSIDE_V4, ip(NODE_UPLINK_V4));
+}
+
+#[test]
+fn restart_reuses_pins_and_traffic_is_classified_while_down() {
+    let lab = Lab::new(LabOptions::default());
+    let mut agent = lab.start_agent(&[]);
+    let node = ip(NODE_UPLINK_V4);
+
+    let status = agent
+        .signal_and_wait(libc::SIGTERM, Duration::from_secs(2))
+        .expect("agent exits on SIGTERM");
+    assert!(status.success(), "clean exit: {status:?}");
+    // While the agent is down, the pinned links and maps keep classifying.
+    for pod in &lab.pods {
+        assert_sees(&lab, pod, EXTERNAL_INSIDE_V4, pod.ipv4);
+        assert_sees(&lab, pod, EXTERNAL_OUTSIDE_V4, node);
+    }
+
+    let restarted = lab.start_agent(&[]);
+    let log = restarted.log();
+    assert!(
+        log.contains("restored_entries=4"),
+        "maps kept their entries:\n{log}"
+    );
+    assert!(
+        log.contains("added=0 removed=0"),
+        "restart wrote nothing:\n{log}"
+    );
+    assert!(
+        log.contains("adopted pinned link"),
+        "links adopted, not recreated:\n{log}"
+    );
+    for pod in &lab.pods {
+        assert_eq!(
+            lab.node.tcx_ingress_programs(&pod.host_interface),
+            ["ipmasq_classify"],
+            "exactly one attachment on {}",
+            pod.host_interface
+        );
+        assert_sees(&lab, pod, EXTERNAL_INSIDE_V4, pod.ipv4);
+        assert_sees(&lab, pod, EXTERNAL_OUTSIDE_V4, node);
+    }
+}
+
+#[test]
+fn second_agent_on_the_same_pins_refuses() {
+    let lab = Lab::new(LabOptions::default());
+    let _first = lab.start_agent(&[]);
+    let mut second = lab.agent(&[]).spawn();
+    let status = second
+        .wait_exit(Duration::from_secs(10))
+        .expect("second agent exits");
+    assert_eq!(status.code(), Some(2));
+    assert!(
+        second.log().contains("another ip-masq agent already runs"),
+        "{}",
+        second.log()
+    );
+}
