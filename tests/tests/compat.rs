@@ -1,0 +1,173 @@
+//! Drop-in compatibility with ip-masq-agent, end to end in namespaces:
+//! taking over its chain and jump, `--random-fully`, and `--to-ports`.
+//! Needs root.
+
+use std::{net::IpAddr, time::Duration};
+
+use lab::{
+    Lab, LabOptions,
+    topology::{EXTERNAL_INSIDE_V4, EXTERNAL_OUTSIDE_V4, NODE_UPLINK_V4},
+    wait_until,
+};
+
+const UPSTREAM_JUMP_COMMENT: &str = "ip-masq-agent: ensure nat POSTROUTING directs all non-LOCAL destination traffic to our custom IP-MASQ-AGENT chain";
+
+/// The nat table as ip-masq-agent leaves it: one RETURN per CIDR, then
+/// MASQUERADE, and its POSTROUTING jump.
+fn upstream_nat_table(cidrs: &[&str]) -> String {
+    let mut restore = String::from("*nat\n:IP-MASQ-AGENT - [0:0]\n");
+    restore.push_str(&format!(
+        "-A POSTROUTING -m comment --comment \"{UPSTREAM_JUMP_COMMENT}\" -m addrtype ! --dst-type LOCAL -j IP-MASQ-AGENT\n"
+    ));
+    for cidr in cidrs {
+        restore.push_str(&format!(
+            "-A IP-MASQ-AGENT -d {cidr} -m comment --comment \"ip-masq-agent: local traffic is not subject to MASQUERADE\" -j RETURN\n"
+        ));
+    }
+    restore.push_str("-A IP-MASQ-AGENT -m comment --comment \"ip-masq-agent: outbound traffic is subject to MASQUERADE (must be last in chain)\" -j MASQUERADE --random-fully\nCOMMIT\n");
+    restore
+}
+
+fn chain_rules(lab: &Lab) -> Vec<String> {
+    lab.node
+        .iptables_save("iptables", "nat")
+        .lines()
+        .filter(|line| line.starts_with("-A IP-MASQ-AGENT "))
+        .map(str::to_owned)
+        .collect()
+}
+
+fn jumps(lab: &Lab) -> usize {
+    lab.node
+        .iptables_save("iptables", "nat")
+        .lines()
+        .filter(|line| line.starts_with("-A POSTROUTING ") && line.ends_with("-j IP-MASQ-AGENT"))
+        .count()
+}
+
+#[test]
+fn takes_over_an_ip_masq_agent_chain_and_jump() {
+    let lab = Lab::new(LabOptions::default());
+    let restore = upstream_nat_table(&[
+        "169.254.0.0/16",
+        "10.0.0.0/8",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+    ]);
+    let loaded = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            lab.node.name(),
+            "iptables-restore",
+            "--noflush",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut child| {
+            use std::io::Write as _;
+            child.stdin.take().unwrap().write_all(restore.as_bytes())?;
+            child.wait()
+        })
+        .unwrap();
+    assert!(loaded.success());
+    assert_eq!(chain_rules(&lab).len(), 5, "upstream chain pre-loaded");
+    assert_eq!(jumps(&lab), 1);
+
+    let _agent = lab.start_agent(&[]);
+    let rules = chain_rules(&lab);
+    assert!(
+        rules.iter().all(|rule| !rule.contains(" -d ")),
+        "per-CIDR rules are gone: {rules:#?}"
+    );
+    assert!(
+        rules[0].contains("-m mark --mark 0x2000/0x2000 -j RETURN"),
+        "{rules:#?}"
+    );
+    assert!(
+        rules
+            .last()
+            .unwrap()
+            .ends_with("-j MASQUERADE --random-fully"),
+        "{rules:#?}"
+    );
+    assert_eq!(jumps(&lab), 1, "the jump appears once");
+    let pod = &lab.pods[0];
+    assert_eq!(
+        lab.observed_source(pod, EXTERNAL_INSIDE_V4.parse().unwrap()),
+        pod.ipv4
+    );
+    assert_eq!(
+        lab.observed_source(pod, EXTERNAL_OUTSIDE_V4.parse().unwrap()),
+        NODE_UPLINK_V4.parse::<IpAddr>().unwrap()
+    );
+}
+
+#[test]
+fn duplicate_jumps_are_collapsed_and_a_removed_jump_comes_back() {
+    let lab = Lab::new(LabOptions::default());
+    lab.write_config("resyncInterval: 1s\n");
+    let agent = lab.start_agent(&[]);
+    let jump = [
+        "-w",
+        "-t",
+        "nat",
+        "-A",
+        "POSTROUTING",
+        "-m",
+        "comment",
+        "--comment",
+        UPSTREAM_JUMP_COMMENT,
+        "-m",
+        "addrtype",
+        "!",
+        "--dst-type",
+        "LOCAL",
+        "-j",
+        "IP-MASQ-AGENT",
+    ];
+    lab.node.exec_ok("iptables", &jump);
+    assert_eq!(jumps(&lab), 2);
+    assert!(
+        wait_until(Duration::from_secs(3), || jumps(&lab) == 1),
+        "duplicate removed"
+    );
+    let mut delete = jump;
+    delete[3] = "-D";
+    lab.node.exec_ok("iptables", &delete);
+    assert_eq!(jumps(&lab), 0);
+    assert!(
+        wait_until(Duration::from_secs(3), || jumps(&lab) == 1),
+        "jump restored"
+    );
+    assert!(
+        agent.log().contains("POSTROUTING jump repaired"),
+        "{}",
+        agent.log()
+    );
+}
+
+#[test]
+fn random_fully_flag() {
+    let lab = Lab::new(LabOptions::default());
+    let mut agent = lab.start_agent(&[]);
+    assert!(
+        chain_rules(&lab)
+            .last()
+            .unwrap()
+            .ends_with("-j MASQUERADE --random-fully")
+    );
+    agent
+        .signal_and_wait(libc::SIGTERM, Duration::from_secs(2))
+        .unwrap();
+    let _agent = lab.start_agent(&["--random-fully=false"]);
+    let rules = chain_rules(&lab);
+    assert!(
+        rules.last().unwrap().ends_with("-j MASQUERADE"),
+        "{rules:#?}"
+    );
+    assert!(
+        rules.iter().all(|rule| !rule.contains("random-fully")),
+        "{rules:#?}"
+    );
+}
