@@ -18,6 +18,8 @@ use aya_ebpf::{
 use ip_masq_common::{STAT_SLOTS, STAT_V4_KEPT, STAT_V4_SEEN, STAT_V6_KEPT, STAT_V6_SEEN};
 use ip_masq_ebpf::{keeps_source_v4, keeps_source_v6};
 
+mod xt_bpf;
+
 /// The mark bit(s) to OR in; the agent overrides it at load time (`--mark`).
 #[unsafe(no_mangle)]
 static KEEP_SOURCE_MARK: Global<u32> = Global::new(ip_masq_common::DEFAULT_KEEP_SOURCE_MARK);
@@ -34,7 +36,7 @@ const IPV4_DST_OFFSET: usize = ETH_HEADER_LEN + 16;
 const IPV6_DST_OFFSET: usize = ETH_HEADER_LEN + 24;
 
 #[classifier]
-pub fn ip_masq_classify(ctx: TcContext) -> i32 {
+pub fn ipmasq_classify(ctx: TcContext) -> i32 {
     // A packet too short to parse is simply not ours to judge; the result
     // is the same either way.
     let _ = try_classify(&ctx);

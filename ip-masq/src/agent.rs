@@ -21,7 +21,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::{
     config::{self, MasqConfig, ParseOptions},
-    datapath::{Attachment, Datapath, DatapathError, LoadOptions},
+    datapath::{Attachment, Datapath, DatapathError, DatapathMode, LoadOptions},
     interfaces::{self, Interface, Selector},
     rules::{Family, Installer, RuleSet, RulesError},
     source, sync,
@@ -160,7 +160,10 @@ pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
     };
 
     let (link_tx, mut link_rx) = mpsc::channel(1024);
-    watch::link_events(link_tx)?;
+    // xt-bpf mode attaches nothing to interfaces, so it does not follow them.
+    if agent.options.rules.datapath == DatapathMode::Tc {
+        watch::link_events(link_tx)?;
+    }
     let (config_tx, mut config_rx) = mpsc::channel(64);
     let mut config_watched = agent.watch_config(config_tx.clone());
 
@@ -358,6 +361,18 @@ impl Agent {
     /// Attaches to every selected interface that lacks the classifier and
     /// drops pins of interfaces that are gone.
     async fn reconcile_interfaces(&mut self, handle: &rtnetlink::Handle) -> Result<(), AgentError> {
+        if self.options.rules.datapath == DatapathMode::XtBpf {
+            // Links left by a `tc` run would keep running the classifier on
+            // every packet, for nothing: this mode attaches none.
+            let detached = self.datapath.detach_all()?;
+            if detached > 0 {
+                info!(
+                    links = detached,
+                    "xt-bpf datapath: detached the classifier from interfaces"
+                );
+            }
+            return Ok(());
+        }
         let present = interfaces::list(handle).await?;
         let present_indexes: Vec<u32> = present.iter().map(|i| i.index).collect();
         for index in self.datapath.pinned_ifindexes()? {

@@ -8,6 +8,8 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+use crate::datapath::DatapathMode;
+
 /// Upstream's config path, so the same ConfigMap mount works.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/config/ip-masq-agent";
 /// Default bpffs directory for pinned maps and links.
@@ -101,9 +103,18 @@ pub struct RunArgs {
     #[arg(long, value_name = "GLOBS")]
     pub interfaces: Option<String>,
 
-    /// bpffs directory for pinned maps and links.
-    #[arg(long, value_name = "DIR", default_value = DEFAULT_PIN_PATH)]
+    /// bpffs directory for pinned maps, links and the xt_bpf programs
+    /// (an absolute path without spaces or quotes: iptables rules name it).
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_PIN_PATH,
+          value_parser = parse_pin_path)]
     pub pin_path: PathBuf,
+
+    /// Who judges pod traffic: `tc` marks it with a classifier on every pod
+    /// interface; `xt-bpf` runs the lookup in the nat chain (first packet of
+    /// a connection only) and attaches nothing to interfaces. Traffic the
+    /// node sends itself is judged by xt_bpf in both.
+    #[arg(long, value_enum, value_name = "MODE", default_value_t = DatapathMode::Tc)]
+    pub datapath: DatapathMode,
 
     /// Add --random-fully to MASQUERADE (ignored when iptables is older than 1.6.2).
     #[arg(long, value_name = "BOOL", default_value_t = true, num_args = 0..=1,
@@ -146,6 +157,13 @@ pub struct CleanupArgs {
     /// Also remove the ip6tables chain and jump.
     #[arg(long)]
     pub enable_ipv6: bool,
+}
+
+fn parse_pin_path(value: &str) -> Result<PathBuf, String> {
+    let path = PathBuf::from(value);
+    crate::rules::validate_pin_path(&path)
+        .map(|()| path)
+        .map_err(|reason| format!("pin path {value:?} {reason}"))
 }
 
 fn parse_chain_name(value: &str) -> Result<String, String> {
@@ -224,6 +242,28 @@ mod tests {
         assert!(parse_mark("0").is_err());
         assert!(parse_mark("0xzz").is_err());
         assert!(Cli::try_parse_from(["ip-masq", "run", "--mark", "0"]).is_err());
+    }
+
+    #[test]
+    fn datapath_defaults_to_tc_and_takes_xt_bpf() {
+        let parse = |args: &[&str]| {
+            let cli = Cli::try_parse_from(["ip-masq", "run"].iter().chain(args)).unwrap();
+            let Command::Run(run) = cli.command else {
+                panic!("expected run")
+            };
+            run.datapath
+        };
+        assert_eq!(parse(&[]), DatapathMode::Tc);
+        assert_eq!(parse(&["--datapath", "tc"]), DatapathMode::Tc);
+        assert_eq!(parse(&["--datapath=xt-bpf"]), DatapathMode::XtBpf);
+        assert!(Cli::try_parse_from(["ip-masq", "run", "--datapath", "xdp"]).is_err());
+    }
+
+    #[test]
+    fn run_pin_path_must_fit_an_iptables_rule() {
+        assert!(Cli::try_parse_from(["ip-masq", "run", "--pin-path", "/run/bpf/x"]).is_ok());
+        assert!(Cli::try_parse_from(["ip-masq", "run", "--pin-path", "rel/x"]).is_err());
+        assert!(Cli::try_parse_from(["ip-masq", "run", "--pin-path", "/a b"]).is_err());
     }
 
     #[test]

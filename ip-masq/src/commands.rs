@@ -206,7 +206,9 @@ pub fn dump(args: &DumpArgs) -> Result<String, CommandError> {
 }
 
 /// `ip-masq cleanup`: removes the jump, the chain, every link pin (which
-/// detaches the classifier), the map pins and the pin directory.
+/// detaches the classifier), the map pins, the xt_bpf socket filter pins
+/// and the pin directory. The chain goes first, so no rule is left naming a
+/// socket filter pin that is gone.
 ///
 /// # Errors
 /// Fails when an agent still runs on the pin directory, or a removal fails.
@@ -216,6 +218,9 @@ pub fn cleanup(args: &CleanupArgs) -> Result<String, CommandError> {
         chain: args.masq_chain.clone(),
         mark: ip_masq_common::DEFAULT_KEEP_SOURCE_MARK,
         random_fully: false,
+        // Removal goes by chain name and jump only; these two do not matter.
+        datapath: crate::datapath::DatapathMode::default(),
+        pin_dir: args.pin_path.clone(),
     };
     let mut families = vec![Family::V4];
     if args.enable_ipv6 {

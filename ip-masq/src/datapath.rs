@@ -1,6 +1,7 @@
 //! The kernel side: loads the classifier, pins its maps and per-interface
 //! tcx links under the pin directory, attaches it, and reads and writes the
-//! LPM maps.
+//! LPM maps. It also loads and pins the socket filters that the nat
+//! chain's xt_bpf rules run ([`xt_bpf`]).
 //!
 //! Pins are what make the datapath outlive the agent: while the agent is
 //! down or restarting, the pinned links keep the program attached and the
@@ -30,6 +31,9 @@ use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use thiserror::Error;
 
 use crate::sync::PrefixStore;
+
+mod xt_bpf;
+pub use xt_bpf::{DatapathMode, xt_bpf_pin_path};
 
 /// The classifier object, built by build.rs from `ip-masq-ebpf`.
 static CLASSIFIER_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ip-masq"));
@@ -67,6 +71,19 @@ pub enum DatapathError {
         path: PathBuf,
         #[source]
         source: Box<aya::pin::PinError>,
+    },
+    #[error("cannot pin program at {path}")]
+    PinProgram {
+        path: PathBuf,
+        #[source]
+        source: Box<aya::pin::PinError>,
+    },
+    #[error("cannot move pin {from} over {to}")]
+    ReplacePin {
+        from: PathBuf,
+        to: PathBuf,
+        #[source]
+        source: io::Error,
     },
     #[error("cannot remove stale pin {path}")]
     Unpin {
@@ -150,7 +167,8 @@ pub struct Datapath {
 
 impl Datapath {
     /// Loads the classifier, reusing maps already pinned under the pin
-    /// directory (a restart) or creating and pinning them (a first start).
+    /// directory (a restart) or creating and pinning them (a first start),
+    /// and pins the xt_bpf socket filters over those of an earlier run.
     ///
     /// # Errors
     /// Fails when bpffs is missing, the kernel refuses the object, or pinned
@@ -191,6 +209,7 @@ impl Datapath {
             .ok_or(DatapathError::Missing(PROGRAM_CLASSIFIER))?
             .try_into()?;
         program.load()?;
+        xt_bpf::load_and_pin(&mut ebpf, pin_dir)?;
         Ok(Self {
             ebpf,
             pin_dir: pin_dir.clone(),
@@ -320,6 +339,22 @@ impl Datapath {
             Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(source) => Err(DatapathError::Unpin { path: pin, source }),
         }
+    }
+
+    /// Removes every link pin, which detaches the classifier from every
+    /// interface: the pin is a tcx link's last reference. `--datapath
+    /// xt-bpf` attaches nothing and uses this to take over from a `tc` run,
+    /// whose links would otherwise keep running on every packet. Returns
+    /// how many links went.
+    ///
+    /// # Errors
+    /// Fails when the links directory cannot be read or a pin removed.
+    pub fn detach_all(&self) -> Result<usize, DatapathError> {
+        let indexes = self.pinned_ifindexes()?;
+        for &index in &indexes {
+            self.forget(index)?;
+        }
+        Ok(indexes.len())
     }
 
     /// Interface indexes that have a link pin.

@@ -65,6 +65,8 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             chain: args.masq_chain,
             mark: args.mark,
             random_fully,
+            datapath: args.datapath,
+            pin_dir: args.pin_path.clone(),
         },
         selector,
         pin_dir: args.pin_path,

@@ -4,13 +4,24 @@
 //! No text from the config file ever reaches these commands: the rule set
 //! depends only on command-line flags, so a ConfigMap change never touches
 //! iptables.
+//!
+//! The chain, in order:
+//! 1. `tc` mode only: RETURN packets the TC classifier marked (pod traffic);
+//! 2. RETURN packets the pinned socket filter matches (`-m bpf`, xt_bpf). In
+//!    `tc` mode only for local sources (`--src-type LOCAL`): traffic the
+//!    node sends itself never crosses the classifier. In `xt-bpf` mode for
+//!    everything;
+//! 3. MASQUERADE.
 
 use std::{
     io::Write as _,
+    path::{Path, PathBuf},
     process::{Command, Stdio},
 };
 
 use thiserror::Error;
+
+use crate::datapath::{DatapathMode, xt_bpf_pin_path};
 
 /// Comment on the POSTROUTING jump. It is upstream ip-masq-agent's text, so
 /// that on a node migrating from ip-masq-agent the existing jump is
@@ -22,6 +33,11 @@ fn jump_comment(chain: &str) -> String {
 }
 const KEEP_COMMENT: &str =
     "ip-masq: destination is non-masquerade (mark set by the eBPF classifier)";
+const NODE_KEEP_COMMENT: &str =
+    "ip-masq: node-originated traffic to a non-masquerade destination (eBPF xt_bpf lookup)";
+const XT_BPF_KEEP_COMMENT: &str = "ip-masq: destination is non-masquerade (eBPF xt_bpf lookup)";
+/// Longest path xt_bpf accepts, without its terminating NUL (`XT_BPF_PATH_MAX - 1`).
+const XT_BPF_PATH_MAX: usize = 511;
 const MASQ_COMMENT: &str =
     "ip-masq-agent: outbound traffic is subject to MASQUERADE (must be last in chain)";
 
@@ -54,6 +70,12 @@ pub struct RuleSet {
     pub chain: String,
     pub mark: u32,
     pub random_fully: bool,
+    /// Which datapath decides keep-source, and so which RETURN rules the
+    /// chain holds.
+    pub datapath: DatapathMode,
+    /// The pin directory (`--pin-path`), where the xt_bpf rules find their
+    /// socket filters. It must pass [`validate_pin_path`].
+    pub pin_dir: PathBuf,
 }
 
 impl RuleSet {
@@ -76,20 +98,34 @@ impl RuleSet {
         .to_vec()
     }
 
-    /// iptables-restore input that atomically replaces the chain's contents
-    /// (with `--noflush`, declaring the chain flushes only that chain).
-    pub fn chain_restore_input(&self) -> String {
+    /// iptables-restore input that atomically replaces `family`'s chain
+    /// contents (with `--noflush`, declaring the chain flushes only that
+    /// chain).
+    pub fn chain_restore_input(&self, family: Family) -> String {
         let chain = &self.chain;
-        let mark = format!("{:#x}/{:#x}", self.mark, self.mark);
+        let program = xt_bpf_pin_path(&self.pin_dir, family);
+        let program = program.display();
         let random_fully = if self.random_fully {
             " --random-fully"
         } else {
             ""
         };
+        let keep_rules = match self.datapath {
+            DatapathMode::Tc => {
+                let mark = format!("{:#x}/{:#x}", self.mark, self.mark);
+                format!(
+                    "-A {chain} -m comment --comment \"{KEEP_COMMENT}\" -m mark --mark {mark} -j RETURN\n\
+                     -A {chain} -m comment --comment \"{NODE_KEEP_COMMENT}\" -m addrtype --src-type LOCAL -m bpf --object-pinned {program} -j RETURN\n"
+                )
+            }
+            DatapathMode::XtBpf => format!(
+                "-A {chain} -m comment --comment \"{XT_BPF_KEEP_COMMENT}\" -m bpf --object-pinned {program} -j RETURN\n"
+            ),
+        };
         format!(
             "*nat\n\
              :{chain} - [0:0]\n\
-             -A {chain} -m comment --comment \"{KEEP_COMMENT}\" -m mark --mark {mark} -j RETURN\n\
+             {keep_rules}\
              -A {chain} -m comment --comment \"{MASQ_COMMENT}\" -j MASQUERADE{random_fully}\n\
              COMMIT\n"
         )
@@ -99,6 +135,8 @@ impl RuleSet {
 /// Errors of the rules layer.
 #[derive(Debug, Error)]
 pub enum RulesError {
+    #[error("pin directory {path} cannot be named in an xt_bpf rule: it {reason}")]
+    PinPath { path: PathBuf, reason: String },
     #[error("cannot run {program}")]
     Spawn {
         program: &'static str,
@@ -221,6 +259,10 @@ impl Installer {
     }
 
     fn restore_chain(&self) -> Result<(), RulesError> {
+        validate_pin_path(&self.rules.pin_dir).map_err(|reason| RulesError::PinPath {
+            path: self.rules.pin_dir.clone(),
+            reason,
+        })?;
         let program = self.family.iptables_restore();
         let mut child = Command::new(program)
             .args(["-w", "--noflush"])
@@ -229,7 +271,7 @@ impl Installer {
             .stderr(Stdio::piped())
             .spawn()
             .map_err(|source| RulesError::Spawn { program, source })?;
-        let input = self.rules.chain_restore_input();
+        let input = self.rules.chain_restore_input(self.family);
         child
             .stdin
             .take()
@@ -360,6 +402,40 @@ pub fn iptables_version(family: Family) -> Result<String, RulesError> {
     Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
 }
 
+/// Checks that a pin directory can be named in an xt_bpf rule: an absolute
+/// path (iptables resolves it, not the agent) that iptables-restore reads
+/// as one word and whose socket filter paths fit xt_bpf's limit.
+///
+/// # Errors
+/// Returns why the path is unusable.
+pub fn validate_pin_path(pin_dir: &Path) -> Result<(), String> {
+    let Some(text) = pin_dir.to_str() else {
+        return Err("is not valid UTF-8".into());
+    };
+    if !pin_dir.is_absolute() {
+        return Err("is not an absolute path".into());
+    }
+    if let Some(c) = text
+        .chars()
+        .find(|c| c.is_whitespace() || c.is_control() || matches!(c, '"' | '\'' | '\\'))
+    {
+        return Err(format!(
+            "contains {c:?}, which iptables-restore would split or unquote"
+        ));
+    }
+    let longest = [Family::V4, Family::V6]
+        .map(|family| xt_bpf_pin_path(pin_dir, family).as_os_str().len())
+        .into_iter()
+        .max()
+        .unwrap_or_default();
+    if longest > XT_BPF_PATH_MAX {
+        return Err(format!(
+            "makes program paths of {longest} bytes, over xt_bpf's {XT_BPF_PATH_MAX}"
+        ));
+    }
+    Ok(())
+}
+
 /// Checks a `--masq-chain` value against iptables' rules for chain names.
 ///
 /// # Errors
@@ -394,30 +470,76 @@ mod tests {
             chain: "IP-MASQ-AGENT".into(),
             mark: 0x2000,
             random_fully: true,
+            datapath: DatapathMode::Tc,
+            pin_dir: PathBuf::from("/sys/fs/bpf/ip-masq"),
         }
     }
 
     #[test]
     fn restore_input_is_the_static_chain() {
         assert_eq!(
-            rules().chain_restore_input(),
+            rules().chain_restore_input(Family::V4),
             "*nat\n\
              :IP-MASQ-AGENT - [0:0]\n\
              -A IP-MASQ-AGENT -m comment --comment \"ip-masq: destination is non-masquerade (mark set by the eBPF classifier)\" -m mark --mark 0x2000/0x2000 -j RETURN\n\
+             -A IP-MASQ-AGENT -m comment --comment \"ip-masq: node-originated traffic to a non-masquerade destination (eBPF xt_bpf lookup)\" -m addrtype --src-type LOCAL -m bpf --object-pinned /sys/fs/bpf/ip-masq/xt_bpf_v4 -j RETURN\n\
              -A IP-MASQ-AGENT -m comment --comment \"ip-masq-agent: outbound traffic is subject to MASQUERADE (must be last in chain)\" -j MASQUERADE --random-fully\n\
              COMMIT\n"
         );
     }
 
     #[test]
-    fn random_fully_can_be_left_out() {
+    fn ipv6_chain_runs_the_ipv6_program() {
+        let input = rules().chain_restore_input(Family::V6);
+        assert!(input.contains(
+            "-m addrtype --src-type LOCAL -m bpf --object-pinned /sys/fs/bpf/ip-masq/xt_bpf_v6 -j RETURN\n"
+        ));
+        assert!(!input.contains("xt_bpf_v4"));
+    }
+
+    #[test]
+    fn xt_bpf_mode_is_one_unrestricted_lookup_then_masquerade() {
+        let rules = RuleSet {
+            datapath: DatapathMode::XtBpf,
+            ..rules()
+        };
+        assert_eq!(
+            rules.chain_restore_input(Family::V4),
+            "*nat\n\
+             :IP-MASQ-AGENT - [0:0]\n\
+             -A IP-MASQ-AGENT -m comment --comment \"ip-masq: destination is non-masquerade (eBPF xt_bpf lookup)\" -m bpf --object-pinned /sys/fs/bpf/ip-masq/xt_bpf_v4 -j RETURN\n\
+             -A IP-MASQ-AGENT -m comment --comment \"ip-masq-agent: outbound traffic is subject to MASQUERADE (must be last in chain)\" -j MASQUERADE --random-fully\n\
+             COMMIT\n"
+        );
+        let v6 = rules.chain_restore_input(Family::V6);
+        assert!(v6.contains("-m bpf --object-pinned /sys/fs/bpf/ip-masq/xt_bpf_v6 -j RETURN\n"));
+        assert!(!v6.contains("--mark"));
+        assert!(!v6.contains("addrtype"));
+    }
+
+    #[test]
+    fn program_path_follows_the_pin_dir() {
         let input = RuleSet {
-            random_fully: false,
+            pin_dir: PathBuf::from("/run/bpf/other"),
             ..rules()
         }
-        .chain_restore_input();
-        assert!(input.contains("-j MASQUERADE\n"));
-        assert!(!input.contains("random-fully"));
+        .chain_restore_input(Family::V4);
+        assert!(input.contains("--object-pinned /run/bpf/other/xt_bpf_v4 -j RETURN"));
+        assert!(!input.contains("/sys/fs/bpf"));
+    }
+
+    #[test]
+    fn random_fully_can_be_left_out() {
+        for datapath in [DatapathMode::Tc, DatapathMode::XtBpf] {
+            let input = RuleSet {
+                random_fully: false,
+                datapath,
+                ..rules()
+            }
+            .chain_restore_input(Family::V4);
+            assert!(input.contains("-j MASQUERADE\n"));
+            assert!(!input.contains("random-fully"));
+        }
     }
 
     #[test]
@@ -425,11 +547,37 @@ mod tests {
         let input = RuleSet {
             chain: "MY-CHAIN".into(),
             mark: 0x40000,
-            random_fully: true,
+            ..rules()
         }
-        .chain_restore_input();
+        .chain_restore_input(Family::V4);
         assert!(input.contains(":MY-CHAIN - [0:0]"));
         assert!(input.contains("--mark 0x40000/0x40000 -j RETURN"));
+        assert!(input.contains("-A MY-CHAIN -m comment"));
+        assert!(!input.contains("IP-MASQ-AGENT"));
+    }
+
+    #[test]
+    fn pin_paths_usable_in_rules() {
+        assert_eq!(validate_pin_path(Path::new("/sys/fs/bpf/ip-masq")), Ok(()));
+        assert_eq!(
+            validate_pin_path(Path::new("/tmp/ip-masq-bpffs-12x3/ip-masq")),
+            Ok(())
+        );
+        for bad in [
+            "relative/ip-masq",
+            "/sys/fs/bpf/ip masq",
+            "/sys/fs/bpf/ip\tmasq",
+            "/sys/fs/bpf/\"ip-masq\"",
+            "/sys/fs/bpf/ip'masq",
+            "/sys/fs/bpf/ip\\masq",
+        ] {
+            assert!(validate_pin_path(Path::new(bad)).is_err(), "{bad:?}");
+        }
+        // 511 bytes is xt_bpf's limit for the program path, "/xt_bpf_v4" included.
+        let fits = format!("/{}", "a".repeat(511 - 1 - "/xt_bpf_v4".len()));
+        assert_eq!(validate_pin_path(Path::new(&fits)), Ok(()));
+        let too_long = format!("{fits}a");
+        assert!(validate_pin_path(Path::new(&too_long)).is_err());
     }
 
     #[test]

@@ -354,6 +354,29 @@ pub fn try_observed_source(
     destination: IpAddr,
     timeout: Duration,
 ) -> std::io::Result<IpAddr> {
+    observe(client, server, None, destination, timeout)
+}
+
+/// Like [`try_observed_source`], with the client socket bound to `source`
+/// (an address of the client namespace) before it connects, as a daemon
+/// sending from a secondary address or a VIP does.
+pub fn try_observed_source_from(
+    client: &Netns,
+    server: &Netns,
+    source: IpAddr,
+    destination: IpAddr,
+    timeout: Duration,
+) -> std::io::Result<IpAddr> {
+    observe(client, server, Some(source), destination, timeout)
+}
+
+fn observe(
+    client: &Netns,
+    server: &Netns,
+    source: Option<IpAddr>,
+    destination: IpAddr,
+    timeout: Duration,
+) -> std::io::Result<IpAddr> {
     let listener = server.enter(move || TcpListener::bind(SocketAddr::new(destination, 0)))?;
     let port = listener.local_addr()?.port();
     // Non-blocking accept polled against a deadline, so a failed connect
@@ -385,7 +408,7 @@ pub fn try_observed_source(
         Ok(peer.ip())
     });
     let reply = client.enter(move || -> std::io::Result<String> {
-        let mut stream = TcpStream::connect_timeout(&SocketAddr::new(destination, port), timeout)?;
+        let mut stream = connect(source, SocketAddr::new(destination, port), timeout)?;
         stream.set_read_timeout(Some(Duration::from_secs(3)))?;
         stream.write_all(b"hello")?;
         let mut reply = String::new();
@@ -402,4 +425,23 @@ pub fn try_observed_source(
         "server reply disagrees with accept()"
     );
     Ok(seen)
+}
+
+/// Connects to `destination`, from `source` (any port) when given.
+fn connect(
+    source: Option<IpAddr>,
+    destination: SocketAddr,
+    timeout: Duration,
+) -> std::io::Result<TcpStream> {
+    let Some(source) = source else {
+        return TcpStream::connect_timeout(&destination, timeout);
+    };
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(destination),
+        socket2::Type::STREAM,
+        Some(socket2::Protocol::TCP),
+    )?;
+    socket.bind(&SocketAddr::new(source, 0).into())?;
+    socket.connect_timeout(&destination.into(), timeout)?;
+    Ok(socket.into())
 }

@@ -1,0 +1,68 @@
+//! Socket filters run by the iptables `bpf` match (xt_bpf) in the nat
+//! chain. They judge traffic the TC classifier never sees, such as packets
+//! the node sends itself, and, with `--datapath xt-bpf`, all traffic.
+//!
+//! xt_bpf hands a socket filter the packet starting at the IP header (the
+//! nat table runs at layer 3) and matches when the program returns
+//! non-zero. The destination is looked up with the very routine the
+//! classifier uses, so both datapaths always decide alike.
+
+use aya_ebpf::{macros::socket_filter, programs::SkBuffContext};
+use ip_masq_common::{XT_BPF_KEEP_SOURCE, XT_BPF_MASQUERADE};
+use ip_masq_ebpf::{keeps_source_v4, keeps_source_v6};
+
+/// Offset of the destination address in the IPv4 header.
+const IPV4_DST_OFFSET: usize = 16;
+/// Offset of the destination address in the IPv6 header.
+const IPV6_DST_OFFSET: usize = 24;
+
+/// Matches IPv4 packets whose destination keeps the source address.
+#[socket_filter]
+pub fn ip_masq_xt_v4(ctx: SkBuffContext) -> i64 {
+    verdict(try_v4(&ctx))
+}
+
+/// Matches IPv6 packets whose destination keeps the source address.
+#[socket_filter]
+pub fn ip_masq_xt_v6(ctx: SkBuffContext) -> i64 {
+    verdict(try_v6(&ctx))
+}
+
+#[inline(always)]
+fn try_v4(ctx: &SkBuffContext) -> Result<bool, ()> {
+    // The rule sits in an iptables (not ip6tables) chain, so the packet is
+    // IPv4; checking the version nibble costs one load and means a
+    // misplaced rule can only ever fall through to MASQUERADE.
+    if version(ctx)? != 4 {
+        return Ok(false);
+    }
+    let destination: [u8; 4] = ctx.load(IPV4_DST_OFFSET).map_err(|_| ())?;
+    Ok(keeps_source_v4(destination))
+}
+
+#[inline(always)]
+fn try_v6(ctx: &SkBuffContext) -> Result<bool, ()> {
+    if version(ctx)? != 6 {
+        return Ok(false);
+    }
+    let destination: [u8; 16] = ctx.load(IPV6_DST_OFFSET).map_err(|_| ())?;
+    Ok(keeps_source_v6(destination))
+}
+
+/// The IP version nibble of the first header byte.
+#[inline(always)]
+fn version(ctx: &SkBuffContext) -> Result<u8, ()> {
+    let first: u8 = ctx.load(0).map_err(|_| ())?;
+    Ok(first >> 4)
+}
+
+/// A packet too short to parse is not ours to judge: no match, so the
+/// chain's MASQUERADE applies, as it would without ip-masq.
+#[inline(always)]
+fn verdict(keep: Result<bool, ()>) -> i64 {
+    if matches!(keep, Ok(true)) {
+        XT_BPF_KEEP_SOURCE
+    } else {
+        XT_BPF_MASQUERADE
+    }
+}
