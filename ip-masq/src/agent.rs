@@ -28,6 +28,10 @@ use crate::{
     table::Table,
     watch::{self, LinkEvent},
 };
+use crate::{
+    http,
+    state::{AgentStatus, ReloadResult, Shared, StatePublisher},
+};
 
 /// Everything `run` needs, decided from the command line.
 #[derive(Clone, Debug)]
@@ -38,6 +42,10 @@ pub struct AgentOptions {
     pub selector: Selector,
     pub pin_dir: PathBuf,
     pub max_entries: u32,
+    /// Where `/metrics`, `/healthz` and `/readyz` listen.
+    pub metrics_address: std::net::SocketAddr,
+    /// Directory of the state file that `ip-masq status` reads.
+    pub state_dir: PathBuf,
 }
 
 /// Errors that stop the agent.
@@ -63,6 +71,8 @@ pub enum AgentError {
     Interfaces(#[from] interfaces::InterfacesError),
     #[error("cannot install signal handler")]
     Signal(#[source] std::io::Error),
+    #[error(transparent)]
+    Http(#[from] http::HttpError),
 }
 
 /// An exclusive lock on the pin directory, held for the agent's lifetime.
@@ -120,6 +130,9 @@ struct Agent {
     installers: Vec<Installer>,
     /// Interfaces that carry the classifier, by index.
     attached: BTreeMap<u32, String>,
+    /// What the HTTP handlers and `ip-masq status` see.
+    shared: Shared,
+    publisher: StatePublisher,
 }
 
 /// Runs the agent until SIGTERM or SIGINT.
@@ -130,6 +143,11 @@ struct Agent {
 /// A bad config file is logged and never stops the agent.
 pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
     let _lock = PinDirLock::acquire(&options.pin_dir)?;
+    // Listen before the slow part of the start, so that liveness probes get
+    // answers and readiness says why the agent is not ready yet.
+    let shared = Shared::new(AgentStatus::for_agent(&options));
+    http::start(options.metrics_address, shared.clone(), options.pin_dir.clone())?;
+    let publisher = StatePublisher::new(&options.state_dir, &options.pin_dir);
     let datapath = Datapath::load(&LoadOptions {
         pin_dir: options.pin_dir.clone(),
         mark: options.rules.mark,
@@ -157,6 +175,8 @@ pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
         last_bytes: None,
         installers,
         attached: BTreeMap::new(),
+        shared: shared.clone(),
+        publisher,
     };
 
     let (link_tx, mut link_rx) = mpsc::channel(1024);
@@ -168,19 +188,24 @@ pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
     let mut config_watched = agent.watch_config(config_tx.clone());
 
     agent.reload();
-    agent.ensure_rules()?;
+    agent.keep_rules()?;
     let handle = netlink_handle()?;
     agent.reconcile_interfaces(&handle).await?;
     info!(
         interfaces = agent.attached.len(),
         "ready: maps filled, classifier attached, rules in place"
     );
+    agent.shared.update(|status| status.startup_complete = true);
+    agent.publish();
 
     let mut terminate = signal(SignalKind::terminate()).map_err(AgentError::Signal)?;
     let mut interrupt = signal(SignalKind::interrupt()).map_err(AgentError::Signal)?;
     let mut resync_every = agent.resync_interval();
     let mut resync = interval_at(tokio::time::Instant::now() + resync_every, resync_every);
     resync.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    // Wakes the loop now and then so that `/healthz` can tell an idle loop
+    // from a stalled one.
+    let mut heartbeat = tokio::time::interval(Duration::from_secs(5));
 
     loop {
         tokio::select! {
@@ -201,6 +226,13 @@ pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
             Some(event) = link_rx.recv() => {
                 agent.on_link_event(event);
             }
+            () = shared.repair_requested() => {
+                // `/readyz` found the rules missing or changed.
+                if let Err(err) = agent.keep_rules() {
+                    error!(error = %error_chain(&err), "cannot repair iptables rules");
+                }
+            }
+            _ = heartbeat.tick() => {}
             _ = resync.tick() => {
                 debug!("periodic resync");
                 if !config_watched {
@@ -208,7 +240,7 @@ pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
                 }
                 agent.reload();
                 agent.repair_map_drift();
-                if let Err(err) = agent.ensure_rules() {
+                if let Err(err) = agent.keep_rules() {
                     error!(error = %error_chain(&err), "cannot repair iptables rules");
                 }
                 if let Err(err) = agent.reconcile_interfaces(&handle).await {
@@ -216,6 +248,7 @@ pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
                 }
             }
         }
+        agent.publish();
         let wanted = agent.resync_interval();
         if wanted != resync_every {
             resync_every = wanted;
@@ -301,6 +334,14 @@ impl Agent {
                     elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
                     "config applied"
                 );
+                self.shared.update(|status| {
+                    status.record_reload(ReloadResult::Applied {
+                        added: report.added,
+                        removed: report.removed,
+                        failed: report.failures.len(),
+                        elapsed_ms: started.elapsed().as_secs_f64() * 1000.0,
+                    });
+                });
                 self.config = Some(parsed.config);
                 self.last_bytes = if report.failures.is_empty() {
                     Some(bytes)
@@ -321,6 +362,11 @@ impl Agent {
 
     fn reject(&self, error: String) -> ReloadOutcome {
         error!("config rejected, previous config stays in force: {error}");
+        self.shared.update(|status| {
+            status.record_reload(ReloadResult::Rejected {
+                error: error.clone(),
+            });
+        });
         ReloadOutcome::Rejected { error }
     }
 
@@ -349,13 +395,84 @@ impl Agent {
     fn ensure_rules(&mut self) -> Result<(), RulesError> {
         for installer in &mut self.installers {
             let repairs = installer.ensure()?;
-            if repairs.jump_added || repairs.duplicate_jumps_removed > 0 {
-                warn!(?repairs, "POSTROUTING jump repaired");
+            // The first install always writes; only later writes are repairs.
+            let mut first_install = true;
+            self.shared.update(|status| {
+                first_install = !status.rules_installed;
+                if status.rules_installed && repairs.any() {
+                    *status.iptables_repairs.get_mut(installer.family()) += 1;
+                    status.repairs.chain += u64::from(repairs.chain_rewritten);
+                    status.repairs.jump += u64::from(
+                        repairs.jump_added || repairs.duplicate_jumps_removed > 0,
+                    );
+                }
+            });
+            let chain = &self.options.rules.chain;
+            let family = installer.family();
+            if first_install {
+                if repairs.chain_rewritten {
+                    info!(%chain, ?family, "masquerade chain written");
+                }
             } else if repairs.chain_rewritten {
-                info!(chain = %self.options.rules.chain, "masquerade chain written");
+                warn!(%chain, ?family, "masquerade chain was missing or changed by someone; rewritten");
+            }
+            if !first_install && (repairs.jump_added || repairs.duplicate_jumps_removed > 0) {
+                warn!(%chain, ?family, ?repairs, "POSTROUTING jump was missing or duplicated; repaired");
             }
         }
         Ok(())
+    }
+
+    /// Installs or repairs the rules, and tells the readiness check what it
+    /// should now find.
+    fn keep_rules(&mut self) -> Result<(), RulesError> {
+        let result = self.ensure_rules();
+        match &result {
+            Ok(()) => {
+                self.shared.update(|status| {
+                    status.rules_installed = true;
+                    status.rules_error = None;
+                });
+                self.shared.set_verifiers(
+                    self.installers
+                        .iter()
+                        .map(|installer| (installer.family(), installer.clone()))
+                        .collect(),
+                );
+            }
+            Err(err) => self
+                .shared
+                .update(|status| status.rules_error = Some(error_chain(err))),
+        }
+        result
+    }
+
+    /// Copies what only the loop knows into the shared state, and writes the
+    /// state file when something changed.
+    fn publish(&mut self) {
+        let (v4, v6) = self.applied.family_counts();
+        let capacity = |cidr: &str| {
+            crate::sync::PrefixStore::capacity(&self.datapath, &cidr.parse().expect("literal"))
+                as u64
+        };
+        let (capacity_v4, capacity_v6) = (capacity("0.0.0.0/0"), capacity("::/0"));
+        let attached = self
+            .attached
+            .iter()
+            .map(|(index, name)| crate::state::AttachedInterface {
+                name: name.clone(),
+                ifindex: *index,
+            })
+            .collect();
+        self.shared.update(|status| {
+            status.map_entries.ipv4 = v4 as u64;
+            status.map_entries.ipv6 = v6 as u64;
+            status.map_capacity.ipv4 = capacity_v4;
+            status.map_capacity.ipv6 = capacity_v6;
+            status.attached = attached;
+        });
+        self.shared.beat();
+        self.publisher.publish(&self.shared.snapshot());
     }
 
     /// Attaches to every selected interface that lacks the classifier and
@@ -419,14 +536,21 @@ impl Agent {
                 info!(interface = %interface.name, ifindex = interface.index, "{how}");
                 self.attached
                     .insert(interface.index, interface.name.clone());
+                self.shared
+                    .update(|status| status.clear_attach_failure(interface.index));
             }
             Err(err) => {
                 error!(interface = %interface.name, error = %error_chain(&err), "cannot attach classifier");
+                self.shared.update(|status| {
+                    status.note_attach_failure(interface, error_chain(&err));
+                });
             }
         }
     }
 
     fn forget(&mut self, index: u32) {
+        self.shared
+            .update(|status| status.clear_attach_failure(index));
         if let Some(name) = self.attached.remove(&index) {
             info!(interface = %name, ifindex = index, "interface gone");
         }

@@ -12,6 +12,8 @@ use crate::datapath::DatapathMode;
 
 /// Upstream's config path, so the same ConfigMap mount works.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/config/ip-masq-agent";
+/// Default address of the metrics and health listener.
+pub const DEFAULT_METRICS_ADDRESS: &str = "127.0.0.1:9483";
 /// Default bpffs directory for pinned maps and links.
 pub const DEFAULT_PIN_PATH: &str = "/sys/fs/bpf/ip-masq";
 
@@ -59,6 +61,13 @@ pub enum Command {
     Dump(DumpArgs),
     /// Remove everything ip-masq installed: links, pins, chain and jump.
     Cleanup(CleanupArgs),
+    /// Show what is installed: program, interfaces, rules, last reload, maps.
+    /// Exits 1 when something is missing.
+    Status(StatusArgs),
+    /// Look for what defeats non-masquerade on this node (other SNAT rules,
+    /// mark bit clashes, pod interfaces without the classifier) and say how
+    /// to fix each. Exits 1 when it finds anything.
+    Doctor(DoctorArgs),
 }
 
 /// Flags that change how the config file is interpreted.
@@ -120,6 +129,15 @@ pub struct RunArgs {
     #[arg(long, value_name = "BOOL", default_value_t = true, num_args = 0..=1,
           default_missing_value = "true", action = clap::ArgAction::Set)]
     pub random_fully: bool,
+
+    /// Address of the HTTP listener for /metrics, /healthz and /readyz.
+    #[arg(long, value_name = "ADDR", default_value = DEFAULT_METRICS_ADDRESS)]
+    pub metrics_address: std::net::SocketAddr,
+
+    /// Directory of the state file that `ip-masq status` reads (bpffs holds
+    /// no regular files).
+    #[arg(long, value_name = "DIR", default_value = crate::state::DEFAULT_STATE_DIR)]
+    pub state_dir: PathBuf,
 }
 
 #[derive(Debug, Args)]
@@ -157,6 +175,55 @@ pub struct CleanupArgs {
     /// Also remove the ip6tables chain and jump.
     #[arg(long)]
     pub enable_ipv6: bool,
+
+    /// Directory of the agent's state file, which is removed too.
+    #[arg(long, value_name = "DIR", default_value = crate::state::DEFAULT_STATE_DIR)]
+    pub state_dir: PathBuf,
+}
+
+/// Where to find an installed agent, for `status` and `doctor`. Settings
+/// left out are taken from the agent's state file, else their defaults.
+#[derive(Clone, Debug, Args)]
+pub struct InstalledArgs {
+    /// bpffs directory of the pinned maps and links.
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_PIN_PATH)]
+    pub pin_path: PathBuf,
+
+    /// Directory of the agent's state file.
+    #[arg(long, value_name = "DIR", default_value = crate::state::DEFAULT_STATE_DIR)]
+    pub state_dir: PathBuf,
+
+    /// Name of the agent's nat chain [default: the agent's, else IP-MASQ-AGENT].
+    #[arg(long, value_name = "NAME", value_parser = parse_chain_name)]
+    pub masq_chain: Option<String>,
+
+    /// Mark bit(s) the classifier sets [default: the agent's, else 0x2000].
+    #[arg(long, value_name = "HEX", value_parser = parse_mark)]
+    pub mark: Option<u32>,
+
+    /// Interface globs the agent attaches to [default: the agent's, else every veth].
+    #[arg(long, value_name = "GLOBS")]
+    pub interfaces: Option<String>,
+
+    /// Also look at IPv6 (ip6tables) [default: as the agent runs].
+    #[arg(long)]
+    pub enable_ipv6: bool,
+
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    #[command(flatten)]
+    pub installed: InstalledArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    #[command(flatten)]
+    pub installed: InstalledArgs,
 }
 
 fn parse_pin_path(value: &str) -> Result<PathBuf, String> {

@@ -38,6 +38,8 @@ pub enum CommandError {
     Agent(#[from] crate::agent::AgentError),
     #[error(transparent)]
     Rules(#[from] RulesError),
+    #[error(transparent)]
+    State(#[from] crate::state::StateError),
     #[error("cannot remove {path}")]
     Remove {
         path: String,
@@ -222,8 +224,21 @@ pub fn cleanup(args: &CleanupArgs) -> Result<String, CommandError> {
         datapath: crate::datapath::DatapathMode::default(),
         pin_dir: args.pin_path.clone(),
     };
+    // Refuse before touching anything while an agent still runs: it would
+    // put everything back, and half a cleanup helps nobody.
+    let lock = if args.pin_path.exists() {
+        Some(PinDirLock::acquire(&args.pin_path)?)
+    } else {
+        None
+    };
+    let state_file = crate::state::state_file_path(&args.state_dir, &args.pin_path);
+    // An agent that ran with IPv6 left ip6tables rules too.
+    let ran_ipv6 = crate::state::read_state(&state_file)
+        .ok()
+        .flatten()
+        .is_some_and(|state| state.ipv6);
     let mut families = vec![Family::V4];
-    if args.enable_ipv6 {
+    if args.enable_ipv6 || ran_ipv6 {
         families.push(Family::V6);
     }
     for family in families {
@@ -234,11 +249,13 @@ pub fn cleanup(args: &CleanupArgs) -> Result<String, CommandError> {
             args.masq_chain
         );
     }
-    if args.pin_path.exists() {
-        let lock = PinDirLock::acquire(&args.pin_path)?;
+    if let Some(lock) = lock {
         remove_tree(&args.pin_path)?;
         drop(lock);
         let _ = writeln!(out, "removed pins under {}", args.pin_path.display());
+    }
+    if crate::state::remove_state(&state_file)? {
+        let _ = writeln!(out, "removed state file {}", state_file.display());
     }
     Ok(out)
 }

@@ -38,6 +38,12 @@ fn main() -> ExitCode {
             .map(|text| print!("{text}"))
             .map(|()| ExitCode::SUCCESS)
             .map_err(Into::into),
+        Command::Status(args) => ip_masq::status::run(&args.installed)
+            .map(|report| report.print())
+            .map_err(Into::into),
+        Command::Doctor(args) => ip_masq::doctor::run(&args.installed)
+            .map(|report| report.print())
+            .map_err(Into::into),
     };
     match result {
         Ok(code) => code,
@@ -71,6 +77,8 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         selector,
         pin_dir: args.pin_path,
         max_entries: args.config.max_cidrs,
+        metrics_address: args.metrics_address,
+        state_dir: args.state_dir,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -169,7 +169,9 @@ impl Repairs {
     }
 }
 
-/// Installs one family's rule set and keeps it installed.
+/// Installs one family's rule set and keeps it installed. Cloned for the
+/// readiness check, which verifies against the same expected listing.
+#[derive(Clone, Debug)]
 pub struct Installer {
     family: Family,
     rules: RuleSet,
@@ -185,6 +187,11 @@ impl Installer {
             rules,
             expected_listing: None,
         }
+    }
+
+    /// The address family this installer manages.
+    pub fn family(&self) -> Family {
+        self.family
     }
 
     /// Makes the kernel hold exactly our chain and one jump to it. The first

@@ -10,6 +10,7 @@
 
 pub mod agent;
 pub mod netns;
+pub mod python;
 pub mod routed;
 pub mod topology;
 

@@ -299,10 +299,17 @@ impl Lab {
         }
     }
 
-    /// The agent command for this lab: config, private pin path, extra args.
+    /// Where the lab's agents keep their state file (removed with the lab).
+    pub fn state_dir(&self) -> PathBuf {
+        self.config_dir.join("state")
+    }
+
+    /// The agent command for this lab: config, private pin path and state
+    /// directory, extra args.
     pub fn agent(&self, extra: &[&str]) -> AgentBuilder {
         let config = self.config_path();
         let pin_dir = self.bpffs.pin_dir();
+        let state_dir = self.state_dir();
         let mut builder = AgentBuilder::new(
             &self.node.path(),
             &[
@@ -311,6 +318,8 @@ impl Lab {
                 config.to_str().expect("utf-8 path"),
                 "--pin-path",
                 pin_dir.to_str().expect("utf-8 path"),
+                "--state-dir",
+                state_dir.to_str().expect("utf-8 path"),
             ],
         );
         for arg in extra {

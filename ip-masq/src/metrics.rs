@@ -1,0 +1,316 @@
+//! Prometheus metrics, rendered at scrape time from a status snapshot and
+//! the classifier's per-CPU counters, in the OpenMetrics text format.
+//!
+//! Every scrape builds a fresh registry around one collector: the values
+//! live in [`AgentStatus`] and in the pinned `STATS` map, not in metric
+//! objects, so there is one source of truth and rendering is a pure
+//! function, unit-tested without root.
+
+use prometheus_client::{
+    collector::Collector,
+    encoding::{DescriptorEncoder, EncodeMetric as _},
+    metrics::{MetricType, counter::ConstCounter, gauge::ConstGauge},
+    registry::{Registry, Unit},
+};
+
+use crate::{datapath::PacketStats, state::AgentStatus};
+
+/// The content type of [`render`]'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Renders every metric. `packets` is `None` when the counters could not
+/// be read (the pins are gone); those metrics are then left out rather
+/// than reported as zero, which would look like a counter reset.
+pub fn render(status: &AgentStatus, packets: Option<PacketStats>) -> String {
+    let mut registry = Registry::with_prefix("ip_masq");
+    registry.register_collector(Box::new(Snapshot {
+        status: status.clone(),
+        packets,
+    }));
+    let mut text = String::new();
+    prometheus_client::encoding::text::encode(&mut text, &registry)
+        .expect("writing to a String cannot fail");
+    text
+}
+
+#[derive(Debug)]
+struct Snapshot {
+    status: AgentStatus,
+    packets: Option<PacketStats>,
+}
+
+type Labels = [(&'static str, &'static str); 1];
+
+fn family(value: &'static str) -> Labels {
+    [("family", value)]
+}
+
+/// Writes one counter family with one sample per label set.
+fn counters(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    samples: &[(Labels, u64)],
+) -> Result<(), std::fmt::Error> {
+    let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+    for (labels, value) in samples {
+        ConstCounter::new(*value).encode(metric.encode_family(labels)?)?;
+    }
+    Ok(())
+}
+
+/// Writes one gauge family with one sample per label set.
+fn gauges(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    unit: Option<&Unit>,
+    samples: &[(Labels, i64)],
+) -> Result<(), std::fmt::Error> {
+    let mut metric = encoder.encode_descriptor(name, help, unit, MetricType::Gauge)?;
+    for (labels, value) in samples {
+        ConstGauge::new(*value).encode(metric.encode_family(labels)?)?;
+    }
+    Ok(())
+}
+
+fn gauge(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    value: i64,
+) -> Result<(), std::fmt::Error> {
+    let metric = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+    ConstGauge::new(value).encode(metric)
+}
+
+fn as_i64(value: u64) -> i64 {
+    i64::try_from(value).unwrap_or(i64::MAX)
+}
+
+impl Collector for Snapshot {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let status = &self.status;
+        if let Some(packets) = self.packets {
+            counters(
+                &mut encoder,
+                "packets_seen",
+                "Packets from pods the classifier looked up, by address family.",
+                &[
+                    (family("ipv4"), packets.v4_seen),
+                    (family("ipv6"), packets.v6_seen),
+                ],
+            )?;
+            counters(
+                &mut encoder,
+                "packets_keep_source",
+                "Packets the classifier marked keep-source (not masqueraded), by address family.",
+                &[
+                    (family("ipv4"), packets.v4_kept),
+                    (family("ipv6"), packets.v6_kept),
+                ],
+            )?;
+        }
+        counters(
+            &mut encoder,
+            "config_reloads",
+            "Config reloads by result: success (applied) or failure (rejected, previous table kept).",
+            &[
+                ([("result", "success")], status.reloads_succeeded),
+                ([("result", "failure")], status.reloads_failed),
+            ],
+        )?;
+        if let Some(at) = status.last_successful_reload_at {
+            let unit = Unit::Seconds;
+            let metric = encoder.encode_descriptor(
+                "last_successful_reload_timestamp",
+                "Unix time of the last config reload that was applied.",
+                Some(&unit),
+                MetricType::Gauge,
+            )?;
+            ConstGauge::new(at).encode(metric)?;
+        }
+        let metric = encoder.encode_descriptor(
+            "map_write_failures",
+            "LPM map writes the kernel refused; they are retried at the next resync.",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(status.map_write_failures).encode(metric)?;
+        gauges(
+            &mut encoder,
+            "map_entries",
+            "Entries in the non-masquerade LPM map, by address family.",
+            None,
+            &[
+                (family("ipv4"), as_i64(status.map_entries.ipv4)),
+                (family("ipv6"), as_i64(status.map_entries.ipv6)),
+            ],
+        )?;
+        gauges(
+            &mut encoder,
+            "map_capacity",
+            "Capacity of the non-masquerade LPM map (--max-cidrs), by address family.",
+            None,
+            &[
+                (family("ipv4"), as_i64(status.map_capacity.ipv4)),
+                (family("ipv6"), as_i64(status.map_capacity.ipv6)),
+            ],
+        )?;
+        gauge(
+            &mut encoder,
+            "interfaces_attached",
+            "Interfaces that carry the classifier at tcx ingress.",
+            as_i64(status.attached.len() as u64),
+        )?;
+        let mut repairs = vec![(family("ipv4"), status.iptables_repairs.ipv4)];
+        if status.ipv6 {
+            repairs.push((family("ipv6"), status.iptables_repairs.ipv6));
+        }
+        counters(
+            &mut encoder,
+            "iptables_repairs",
+            "Times the static iptables rules were found missing or changed and put back.",
+            &repairs,
+        )?;
+        counters(
+            &mut encoder,
+            "repairs",
+            "Interference by someone else that the agent repaired, by kind: chain, jump, link (classifier detached), map_pin, program_pin (pin removed).",
+            &status
+                .repairs
+                .by_kind()
+                .map(|(kind, count)| ([("kind", kind)], count)),
+        )?;
+        let metric = encoder.encode_descriptor(
+            "build",
+            "Build information; the value is always 1.",
+            None,
+            MetricType::Info,
+        )?;
+        prometheus_client::metrics::info::Info::new([("version", env!("CARGO_PKG_VERSION"))])
+            .encode(metric)?;
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::{AttachedInterface, PerFamily};
+
+    fn status() -> AgentStatus {
+        AgentStatus {
+            ipv6: true,
+            reloads_succeeded: 3,
+            reloads_failed: 1,
+            last_successful_reload_at: Some(1_700_000_000.5),
+            map_entries: PerFamily { ipv4: 4, ipv6: 1 },
+            map_capacity: PerFamily {
+                ipv4: 65_536,
+                ipv6: 65_536,
+            },
+            attached: vec![
+                AttachedInterface {
+                    name: "veth1".into(),
+                    ifindex: 3,
+                },
+                AttachedInterface {
+                    name: "veth2".into(),
+                    ifindex: 4,
+                },
+            ],
+            iptables_repairs: PerFamily { ipv4: 2, ipv6: 0 },
+            ..AgentStatus::default()
+        }
+    }
+
+    fn sample(text: &str, series: &str) -> String {
+        text.lines()
+            .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+            .unwrap_or_else(|| panic!("no sample {series} in:\n{text}"))
+            .to_owned()
+    }
+
+    #[test]
+    fn renders_every_metric_from_the_snapshot() {
+        let text = render(
+            &status(),
+            Some(PacketStats {
+                v4_seen: 10,
+                v4_kept: 7,
+                v6_seen: 2,
+                v6_kept: 1,
+            }),
+        );
+        for (series, value) in [
+            ("ip_masq_packets_seen_total{family=\"ipv4\"}", "10"),
+            ("ip_masq_packets_seen_total{family=\"ipv6\"}", "2"),
+            ("ip_masq_packets_keep_source_total{family=\"ipv4\"}", "7"),
+            ("ip_masq_packets_keep_source_total{family=\"ipv6\"}", "1"),
+            ("ip_masq_config_reloads_total{result=\"success\"}", "3"),
+            ("ip_masq_config_reloads_total{result=\"failure\"}", "1"),
+            (
+                "ip_masq_last_successful_reload_timestamp_seconds",
+                "1700000000.5",
+            ),
+            ("ip_masq_map_entries{family=\"ipv4\"}", "4"),
+            ("ip_masq_map_entries{family=\"ipv6\"}", "1"),
+            ("ip_masq_map_capacity{family=\"ipv4\"}", "65536"),
+            ("ip_masq_interfaces_attached", "2"),
+            ("ip_masq_iptables_repairs_total{family=\"ipv4\"}", "2"),
+            ("ip_masq_iptables_repairs_total{family=\"ipv6\"}", "0"),
+            (
+                &format!(
+                    "ip_masq_build_info{{version=\"{}\"}}",
+                    env!("CARGO_PKG_VERSION")
+                ),
+                "1",
+            ),
+        ] {
+            assert_eq!(sample(&text, series), value, "{series}");
+        }
+        assert!(text.contains("# TYPE ip_masq_packets_keep_source counter"));
+        assert!(text.contains("# UNIT ip_masq_last_successful_reload_timestamp_seconds seconds"));
+        assert!(
+            text.ends_with("# EOF\n"),
+            "OpenMetrics needs the EOF marker"
+        );
+    }
+
+    #[test]
+    fn unreadable_counters_are_left_out_not_zeroed() {
+        let text = render(&status(), None);
+        assert!(!text.contains("packets_seen"), "{text}");
+        assert!(text.contains("ip_masq_config_reloads_total"));
+    }
+
+    #[test]
+    fn no_reload_yet_means_no_timestamp_and_ipv4_only_repairs() {
+        let text = render(&AgentStatus::default(), None);
+        assert!(!text.contains("last_successful_reload"), "{text}");
+        assert!(!text.contains("ip_masq_iptables_repairs_total{family=\"ipv6\"}"));
+        assert_eq!(sample(&text, "ip_masq_interfaces_attached"), "0");
+    }
+
+    #[test]
+    fn repairs_are_counted_by_kind() {
+        let mut status = AgentStatus::default();
+        status.repairs.chain = 2;
+        status.repairs.map_pin = 1;
+        let text = render(&status, None);
+        for (kind, value) in [
+            ("chain", "2"),
+            ("jump", "0"),
+            ("link", "0"),
+            ("map_pin", "1"),
+            ("program_pin", "0"),
+        ] {
+            assert_eq!(
+                sample(&text, &format!("ip_masq_repairs_total{{kind=\"{kind}\"}}")),
+                value,
+                "{kind}"
+            );
+        }
+    }
+}

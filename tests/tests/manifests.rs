@@ -1,0 +1,300 @@
+//! The Kubernetes manifests under deploy/: every object validates against
+//! the Kubernetes OpenAPI schemas (strict, so unknown fields fail) with the
+//! `kubernetes-validate` tool, and the DaemonSet agrees with the binary on
+//! paths, ports and flags. The validator is required: without it these
+//! tests fail with the command that installs it.
+
+use std::{
+    path::{Path, PathBuf},
+    process::{Command, Output},
+};
+
+use lab::{agent::agent_binary, python};
+use serde_json::Value;
+
+/// Oldest and newest Kubernetes versions the manifests must validate for.
+const KUBERNETES_VERSIONS: [&str; 2] = ["1.29.0", "1.37.0"];
+
+fn deploy_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace")
+        .join("deploy")
+}
+
+fn validate(path: &Path, version: &str) -> Output {
+    Command::new(python::venv_tool("kubernetes-validate"))
+        .args(["--strict", "--kubernetes-version", version])
+        .arg(path)
+        .output()
+        .expect("run kubernetes-validate")
+}
+
+fn describe(output: &Output) -> String {
+    format!(
+        "exit {:?}\n{}{}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// Every YAML file under deploy/ that holds Kubernetes API objects (the
+/// kustomization is kustomize's, not the API server's).
+fn manifests() -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(deploy_dir())
+        .expect("deploy/")
+        .map(|entry| entry.expect("entry").path())
+        .filter(|path| {
+            path.extension()
+                .is_some_and(|ext| ext == "yaml" || ext == "yml")
+                && path
+                    .file_name()
+                    .is_some_and(|name| name != "kustomization.yaml")
+        })
+        .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no manifests under deploy/");
+    files
+}
+
+/// Loads every document of a YAML file as JSON, through PyYAML (which
+/// `kubernetes-validate` brings along).
+fn load_yaml(path: &Path) -> Vec<Value> {
+    let python = python::python_with("yaml");
+    let output = Command::new(python)
+        .args([
+            "-c",
+            "import json, sys, yaml; print(json.dumps([d for d in yaml.safe_load_all(open(sys.argv[1])) if d is not None]))",
+        ])
+        .arg(path)
+        .output()
+        .expect("run python");
+    assert!(output.status.success(), "{}", describe(&output));
+    serde_json::from_slice(&output.stdout).expect("JSON documents")
+}
+
+#[test]
+fn every_manifest_validates_against_the_kubernetes_schemas() {
+    for manifest in manifests() {
+        for version in KUBERNETES_VERSIONS {
+            let output = validate(&manifest, version);
+            assert!(
+                output.status.success(),
+                "{} is invalid for Kubernetes {version}: {}",
+                manifest.display(),
+                describe(&output)
+            );
+            let documents = load_yaml(&manifest).len();
+            let passed = String::from_utf8_lossy(&output.stdout)
+                .matches(" passed for resource ")
+                .count()
+                + String::from_utf8_lossy(&output.stderr)
+                    .matches(" passed for resource ")
+                    .count();
+            assert_eq!(
+                passed,
+                documents,
+                "every document of {} is checked against a schema: {}",
+                manifest.display(),
+                describe(&output)
+            );
+        }
+    }
+}
+
+#[test]
+fn the_validator_rejects_a_broken_manifest() {
+    // Proves the check above can fail: an unknown field and a wrong type.
+    let original = std::fs::read_to_string(deploy_dir().join("ip-masq.yaml")).expect("read");
+    let broken = original
+        .replacen(
+            "hostNetwork: true",
+            "hostNetwork: true\n      hostNetworking: true",
+            1,
+        )
+        .replacen("periodSeconds: 10", "periodSeconds: ten", 1);
+    assert_ne!(broken, original);
+    let path = std::env::temp_dir()
+        .join(lab::unique_name("ip-masq-broken-"))
+        .with_extension("yaml");
+    std::fs::write(&path, broken).expect("write");
+    let output = validate(&path, KUBERNETES_VERSIONS[1]);
+    std::fs::remove_file(&path).expect("remove");
+    assert!(!output.status.success(), "{}", describe(&output));
+}
+
+#[test]
+fn the_sample_configmap_validates_and_the_agent_accepts_its_config() {
+    let sample = deploy_dir().join("agent-config").join("config");
+    let config = std::fs::read_to_string(&sample).expect("sample config");
+    // What `kubectl create configmap ip-masq-agent --from-file=deploy/agent-config` makes.
+    let configmap = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "ip-masq-agent", "namespace": "kube-system"},
+        "data": {"config": config},
+    });
+    let path = std::env::temp_dir()
+        .join(lab::unique_name("ip-masq-configmap-"))
+        .with_extension("yaml");
+    // JSON is YAML.
+    std::fs::write(&path, configmap.to_string()).expect("write");
+    let output = validate(&path, KUBERNETES_VERSIONS[1]);
+    std::fs::remove_file(&path).expect("remove");
+    assert!(output.status.success(), "{}", describe(&output));
+
+    let check = Command::new(agent_binary())
+        .args(["check", "--config"])
+        .arg(&sample)
+        .output()
+        .expect("run ip-masq check");
+    assert!(check.status.success(), "{}", describe(&check));
+    assert!(String::from_utf8_lossy(&check.stdout).contains("valid (file)"));
+}
+
+#[test]
+fn the_kustomization_lists_every_manifest_and_its_files_exist() {
+    let kustomization = load_yaml(&deploy_dir().join("kustomization.yaml"));
+    let kustomization = &kustomization[0];
+    assert_eq!(kustomization["kind"], "Kustomization");
+    assert_eq!(kustomization["namespace"], "kube-system");
+    let resources: Vec<PathBuf> = kustomization["resources"]
+        .as_array()
+        .expect("resources")
+        .iter()
+        .map(|r| deploy_dir().join(r.as_str().expect("path")))
+        .collect();
+    assert_eq!(resources, manifests());
+    let generator = &kustomization["configMapGenerator"][0];
+    assert_eq!(generator["name"], "ip-masq-agent");
+    for file in generator["files"].as_array().expect("files") {
+        let file = file.as_str().expect("path");
+        // The key is the file name, `config`, as the DaemonSet's items expect.
+        assert!(file.ends_with("/config"), "{file}");
+        assert!(deploy_dir().join(file).is_file(), "{file} missing");
+    }
+    assert_eq!(
+        kustomization["generatorOptions"]["disableNameSuffixHash"],
+        true
+    );
+}
+
+/// The DaemonSet and the binary agree: probes hit the metrics listener's
+/// health paths, the config lands at the default config path, pins and
+/// state at their default directories, and the args parse.
+#[test]
+fn the_daemonset_matches_the_binary() {
+    let documents = load_yaml(&deploy_dir().join("ip-masq.yaml"));
+    let daemonset = documents
+        .iter()
+        .find(|d| d["kind"] == "DaemonSet")
+        .expect("a DaemonSet");
+    let service_account = documents
+        .iter()
+        .find(|d| d["kind"] == "ServiceAccount")
+        .expect("a ServiceAccount");
+    assert_eq!(daemonset["metadata"]["namespace"], "kube-system");
+    let spec = &daemonset["spec"]["template"]["spec"];
+    assert_eq!(
+        spec["serviceAccountName"],
+        service_account["metadata"]["name"]
+    );
+    assert_eq!(
+        spec["automountServiceAccountToken"], false,
+        "no API access needed"
+    );
+    assert_eq!(spec["hostNetwork"], true);
+    assert_eq!(spec["priorityClassName"], "system-node-critical");
+    assert_eq!(
+        spec["tolerations"],
+        serde_json::json!([{"operator": "Exists"}])
+    );
+    let container = &spec["containers"][0];
+    assert_eq!(container["securityContext"]["privileged"], true);
+    assert!(container["resources"]["requests"]["cpu"].is_string());
+    assert!(container["resources"]["requests"]["memory"].is_string());
+
+    let args: Vec<&str> = container["args"]
+        .as_array()
+        .expect("args")
+        .iter()
+        .map(|a| a.as_str().expect("string"))
+        .collect();
+    assert_eq!(args[0], "run");
+    let address = args
+        .iter()
+        .find_map(|a| a.strip_prefix("--metrics-address="))
+        .expect("--metrics-address");
+    let port: u64 = address
+        .rsplit_once(':')
+        .expect("host:port")
+        .1
+        .parse()
+        .expect("port");
+    for (probe, path) in [
+        ("livenessProbe", "/healthz"),
+        ("readinessProbe", "/readyz"),
+        ("startupProbe", "/healthz"),
+    ] {
+        let get = &container[probe]["httpGet"];
+        assert_eq!(get["path"], path, "{probe}");
+        assert_eq!(get["port"], port, "{probe}");
+        assert_eq!(
+            get["host"], "127.0.0.1",
+            "{probe}: the listener is on loopback"
+        );
+    }
+    // The args are ones `run` accepts (`--help` after them parses them first).
+    let mut help = args.clone();
+    help.push("--help");
+    let output = Command::new(agent_binary())
+        .args(&help)
+        .output()
+        .expect("run ip-masq");
+    assert!(output.status.success(), "{}", describe(&output));
+
+    let mounts = container["volumeMounts"].as_array().expect("mounts");
+    let volumes = spec["volumes"].as_array().expect("volumes");
+    let mount_of = |path: &str| {
+        let mount = mounts
+            .iter()
+            .find(|m| m["mountPath"] == path)
+            .unwrap_or_else(|| panic!("nothing mounted at {path}"));
+        volumes
+            .iter()
+            .find(|v| v["name"] == mount["name"])
+            .expect("volume of the mount")
+            .clone()
+    };
+    let config = mount_of("/etc/config");
+    assert_eq!(config["configMap"]["name"], "ip-masq-agent");
+    assert_eq!(config["configMap"]["optional"], true);
+    assert_eq!(
+        config["configMap"]["items"],
+        serde_json::json!([{"key": "config", "path": "ip-masq-agent"}]),
+        "the file lands at the default --config, /etc/config/ip-masq-agent"
+    );
+    assert_eq!(mount_of("/sys/fs/bpf")["hostPath"]["path"], "/sys/fs/bpf");
+    assert_eq!(
+        mount_of("/run/xtables.lock")["hostPath"]["path"],
+        "/run/xtables.lock"
+    );
+    assert_eq!(mount_of("/run/ip-masq")["hostPath"]["path"], "/run/ip-masq");
+
+    let defaults = Command::new(agent_binary())
+        .args(["run", "--help"])
+        .output()
+        .expect("help");
+    let defaults = String::from_utf8_lossy(&defaults.stdout);
+    for default in [
+        "/etc/config/ip-masq-agent",
+        "/sys/fs/bpf/ip-masq",
+        "/run/ip-masq",
+    ] {
+        assert!(
+            defaults.contains(default),
+            "`run --help` shows {default}:\n{defaults}"
+        );
+    }
+}
