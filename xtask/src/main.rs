@@ -4,6 +4,7 @@
 //! only commands a person needs.
 
 mod demo;
+mod routed_demo;
 mod setup;
 
 use std::{
@@ -35,7 +36,12 @@ enum Task {
     },
     /// Build a namespace lab, run the agent with its default config and show
     /// which destination saw the pod IP and which saw the node IP (needs root).
-    Demo,
+    Demo {
+        /// Instead: nodes announcing their pod CIDRs to a router with FRR
+        /// (eBGP, then OSPF), and hosts behind it reaching pods by their IPs.
+        #[arg(long)]
+        routed: bool,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -49,10 +55,14 @@ fn main() -> anyhow::Result<()> {
             setup::setup()?;
             test(&args)
         }
-        Task::Demo => {
+        Task::Demo { routed } => {
             setup::setup()?;
             build_agent()?;
-            demo::run()
+            if routed {
+                routed_demo::run()
+            } else {
+                demo::run()
+            }
         }
     }
 }
