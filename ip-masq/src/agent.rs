@@ -191,12 +191,14 @@ pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
     agent.keep_rules()?;
     let handle = netlink_handle()?;
     agent.reconcile_interfaces(&handle).await?;
+    // Published before the log line, so that whoever waits for "ready:"
+    // finds the state file and the endpoints in step with it.
+    agent.shared.update(|status| status.startup_complete = true);
+    agent.publish();
     info!(
         interfaces = agent.attached.len(),
         "ready: maps filled, classifier attached, rules in place"
     );
-    agent.shared.update(|status| status.startup_complete = true);
-    agent.publish();
 
     let mut terminate = signal(SignalKind::terminate()).map_err(AgentError::Signal)?;
     let mut interrupt = signal(SignalKind::interrupt()).map_err(AgentError::Signal)?;

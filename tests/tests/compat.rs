@@ -141,7 +141,7 @@ fn duplicate_jumps_are_collapsed_and_a_removed_jump_comes_back() {
         "jump restored"
     );
     assert!(
-        agent.log().contains("POSTROUTING jump repaired"),
+        agent.log().contains("POSTROUTING jump was missing or duplicated; repaired"),
         "{}",
         agent.log()
     );

@@ -109,6 +109,20 @@ fn http_get(node: &Netns, path: &str) -> (u16, String) {
     })
 }
 
+/// Deletes the agent's POSTROUTING jump by hand, as an operator or another
+/// tool would, and returns it as `iptables -S` printed it.
+fn delete_our_jump(node: &Netns) -> String {
+    let jump = node
+        .iptables_save("iptables", "nat")
+        .lines()
+        .find(|line| line.starts_with("-A POSTROUTING") && line.ends_with("-j IP-MASQ-AGENT"))
+        .expect("our jump")
+        .to_owned();
+    let delete = format!("iptables -w -t nat -D {}", jump.trim_start_matches("-A "));
+    node.exec_ok("sh", &["-c", &delete]);
+    jump
+}
+
 fn scrape(lab: &Lab) -> Vec<Sample> {
     let (code, body) = http_get(&lab.node, "/metrics");
     assert_eq!(code, 200, "{body}");
@@ -235,15 +249,7 @@ fn readyz_flips_when_the_chain_is_deleted_and_back_after_repair() {
     );
 
     // By hand, as an operator or another tool would: jump first, then chain.
-    let jump = lab
-        .node
-        .iptables_save("iptables", "nat")
-        .lines()
-        .find(|line| line.starts_with("-A POSTROUTING") && line.ends_with("-j IP-MASQ-AGENT"))
-        .expect("our jump")
-        .to_owned();
-    let delete = format!("iptables -w -t nat -D {}", jump.trim_start_matches("-A "));
-    lab.node.exec_ok("sh", &["-c", &delete]);
+    let jump = delete_our_jump(&lab.node);
     lab.node
         .exec_ok("iptables", &["-w", "-t", "nat", "-F", "IP-MASQ-AGENT"]);
     lab.node
@@ -411,20 +417,7 @@ fn status_and_dump_show_what_is_installed() {
     assert_eq!(bpftool_lpm_entries(&bpftool), dumped, "{bpftool}");
 
     // A missing jump is a problem, with exit code 1.
-    let jump = lab
-        .node
-        .iptables_save("iptables", "nat")
-        .lines()
-        .find(|line| line.starts_with("-A POSTROUTING") && line.ends_with("-j IP-MASQ-AGENT"))
-        .expect("our jump")
-        .to_owned();
-    lab.node.exec_ok(
-        "sh",
-        &[
-            "-c",
-            &format!("iptables -w -t nat -D {}", jump.trim_start_matches("-A ")),
-        ],
-    );
+    delete_our_jump(&lab.node);
     let output = command_in(&lab, "status", &["--json"]);
     assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
     assert_eq!(
@@ -669,20 +662,7 @@ fn doctor_finds_each_conflict_in_real_rules() {
     }
 
     // Our own jump gone.
-    let jump = lab
-        .node
-        .iptables_save("iptables", "nat")
-        .lines()
-        .find(|line| line.starts_with("-A POSTROUTING") && line.ends_with("-j IP-MASQ-AGENT"))
-        .expect("our jump")
-        .to_owned();
-    lab.node.exec_ok(
-        "sh",
-        &[
-            "-c",
-            &format!("iptables -w -t nat -D {}", jump.trim_start_matches("-A ")),
-        ],
-    );
+    let jump = delete_our_jump(&lab.node);
     assert_eq!(doctor_kinds(&lab).1, ["jump-missing"]);
     lab.node.exec_ok(
         "sh",
