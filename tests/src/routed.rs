@@ -105,14 +105,18 @@ pub struct RoutedLabOptions {
     pub protocol: Protocol,
     /// Pods on each node; its length is the number of nodes.
     pub pods_per_node: Vec<usize>,
+    /// Arguments of `ip-masq run` after the config and pin path.
+    pub agent_args: Vec<String>,
 }
 
 impl RoutedLabOptions {
-    /// Two nodes, with two pods and one pod.
+    /// Two nodes, with two pods and one pod; the agent classifies on
+    /// [`AGENT_INTERFACES`] with the default (tc) datapath.
     pub fn new(protocol: Protocol) -> Self {
         Self {
             protocol,
             pods_per_node: vec![2, 1],
+            agent_args: vec!["--interfaces".into(), AGENT_INTERFACES.into()],
         }
     }
 }
@@ -230,6 +234,7 @@ impl RoutedLab {
             nodes.push(build_node(
                 lab_node(index),
                 *pods,
+                &options.agent_args,
                 &router,
                 &rack,
                 protocol,
@@ -428,6 +433,7 @@ fn build_router(router: &Netns, enterprise: &Netns, internet: &Netns, rack: &Rac
 fn build_node(
     routing: NodeRouting,
     pods: usize,
+    agent_args: &[String],
     router: &Netns,
     rack: &Rack,
     protocol: Protocol,
@@ -521,19 +527,22 @@ fn build_node(
     let agent_config = agent_dir.join("ip-masq-agent");
     fs::write(&agent_config, AGENT_CONFIG).expect("write agent config");
     let pin_dir = bpffs.pin_dir();
-    let agent = AgentBuilder::new(
-        &netns.path(),
-        &[
-            "run",
-            "--config",
-            agent_config.to_str().expect("utf-8 path"),
-            "--pin-path",
-            pin_dir.to_str().expect("utf-8 path"),
-            "--interfaces",
-            AGENT_INTERFACES,
-        ],
-    )
-    .spawn();
+    let agent = agent_args
+        .iter()
+        .fold(
+            AgentBuilder::new(
+                &netns.path(),
+                &[
+                    "run",
+                    "--config",
+                    agent_config.to_str().expect("utf-8 path"),
+                    "--pin-path",
+                    pin_dir.to_str().expect("utf-8 path"),
+                ],
+            ),
+            |builder, arg| builder.arg(arg.as_str()),
+        )
+        .spawn();
     agent.wait_ready();
 
     let frr = Frr::start(

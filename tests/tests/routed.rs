@@ -35,8 +35,11 @@ fn ip(address: impl Into<IpAddr>) -> IpAddr {
     address.into()
 }
 
-fn routed_scenario(protocol: Protocol) {
-    let mut lab = RoutedLab::new(RoutedLabOptions::new(protocol));
+fn routed_scenario(options: RoutedLabOptions) {
+    let protocol = options.protocol;
+    // Names the variant in messages: the protocol and the agent's flags.
+    let label = format!("{protocol} [{}]", options.agent_args.join(" "));
+    let mut lab = RoutedLab::new(options);
     let residue = lab.residue();
 
     // (a) The router learned both pod CIDRs from the nodes: FRR selected
@@ -47,14 +50,14 @@ fn routed_scenario(protocol: Protocol) {
             .wait_for_route(node, CONVERGENCE, RouteState::learned)
             .unwrap_or_else(|state| {
                 panic!(
-                    "{protocol}: router did not learn {} from {} within {CONVERGENCE:?}: {state:#?}\n{}",
+                    "{label}: router did not learn {} from {} within {CONVERGENCE:?}: {state:#?}\n{}",
                     node.routing.pod_cidr,
                     node.routing.hostname,
                     lab.router_frr.logs()
                 )
             });
         eprintln!(
-            "{protocol}: router learned {} via {} after {took:?}",
+            "{label}: router learned {} via {} after {took:?}",
             node.routing.pod_cidr, node.routing.address
         );
     }
@@ -65,31 +68,31 @@ fn routed_scenario(protocol: Protocol) {
             // and its answer comes back through the route the node announced.
             let seen = lab
                 .pod_to_enterprise(pod)
-                .unwrap_or_else(|err| panic!("{protocol}: {} -> enterprise: {err}", pod.ipv4));
+                .unwrap_or_else(|err| panic!("{label}: {} -> enterprise: {err}", pod.ipv4));
             assert_eq!(
                 seen, pod.ipv4,
-                "{protocol}: enterprise host saw {seen} from pod {}",
+                "{label}: enterprise host saw {seen} from pod {}",
                 pod.ipv4
             );
             // (c) The enterprise host opens a connection to the pod's IP,
             // and the pod sees the client's own IP.
             let seen = lab
                 .enterprise_to_pod(pod)
-                .unwrap_or_else(|err| panic!("{protocol}: enterprise -> {}: {err}", pod.ipv4));
+                .unwrap_or_else(|err| panic!("{label}: enterprise -> {}: {err}", pod.ipv4));
             assert_eq!(
                 seen,
                 ip(lab::routed::ENTERPRISE_HOST_V4),
-                "{protocol}: pod {} saw {seen} from the enterprise host",
+                "{label}: pod {} saw {seen} from the enterprise host",
                 pod.ipv4
             );
             // (d) Pod to internet host: masqueraded to the node's address.
             let seen = lab
                 .pod_to_internet(pod)
-                .unwrap_or_else(|err| panic!("{protocol}: {} -> internet: {err}", pod.ipv4));
+                .unwrap_or_else(|err| panic!("{label}: {} -> internet: {err}", pod.ipv4));
             assert_eq!(
                 seen,
                 ip(node.routing.address),
-                "{protocol}: internet host saw {seen} from pod {}",
+                "{label}: internet host saw {seen} from pod {}",
                 pod.ipv4
             );
         }
@@ -103,16 +106,16 @@ fn routed_scenario(protocol: Protocol) {
     let took = lab
         .wait_for_route(first, CONVERGENCE, RouteState::gone)
         .unwrap_or_else(|state| {
-            panic!("{protocol}: route still there after `no network`: {state:#?}")
+            panic!("{label}: route still there after `no network`: {state:#?}")
         });
     eprintln!(
-        "{protocol}: withdrawal of {} took {took:?}",
+        "{label}: withdrawal of {} took {took:?}",
         first.routing.pod_cidr
     );
     let state = lab.route_state(second);
     assert!(
         state.learned(),
-        "{protocol}: node-2's route went too: {state:#?}"
+        "{label}: node-2's route went too: {state:#?}"
     );
     let pod = &first.pods[0];
     let enterprise = ip(lab::routed::ENTERPRISE_HOST_V4);
@@ -124,7 +127,7 @@ fn routed_scenario(protocol: Protocol) {
             error.kind(),
             ErrorKind::NetworkUnreachable | ErrorKind::HostUnreachable
         ),
-        "{protocol}: enterprise -> withdrawn {}: {error}",
+        "{label}: enterprise -> withdrawn {}: {error}",
         pod.ipv4
     );
     // The pod's SYN still gets out, but the answer has no way back.
@@ -133,14 +136,14 @@ fn routed_scenario(protocol: Protocol) {
     assert_eq!(
         error.kind(),
         ErrorKind::TimedOut,
-        "{protocol}: withdrawn {} -> enterprise: {error}",
+        "{label}: withdrawn {} -> enterprise: {error}",
         pod.ipv4
     );
 
     // Announcing again restores route and reachability.
     first.announce();
     lab.wait_for_route(first, CONVERGENCE, RouteState::learned)
-        .unwrap_or_else(|state| panic!("{protocol}: not relearned: {state:#?}"));
+        .unwrap_or_else(|state| panic!("{label}: not relearned: {state:#?}"));
     assert_eq!(
         lab.enterprise_to_pod(pod)
             .expect("enterprise -> pod after re-announce"),
@@ -154,12 +157,12 @@ fn routed_scenario(protocol: Protocol) {
         .wait_for_route(second, CONVERGENCE, RouteState::gone)
         .unwrap_or_else(|state| {
             panic!(
-                "{protocol}: route stayed after {} stopped: {state:#?}",
+                "{label}: route stayed after {} stopped: {state:#?}",
                 protocol.daemon()
             )
         });
     eprintln!(
-        "{protocol}: {}'s route gone {took:?} after its {} stopped",
+        "{label}: {}'s route gone {took:?} after its {} stopped",
         second.routing.hostname,
         protocol.daemon()
     );
@@ -172,12 +175,23 @@ fn routed_scenario(protocol: Protocol) {
 
 #[test]
 fn bgp_routed_pod_network() {
-    routed_scenario(Protocol::Bgp);
+    routed_scenario(RoutedLabOptions::new(Protocol::Bgp));
 }
 
 #[test]
 fn ospf_routed_pod_network() {
-    routed_scenario(Protocol::Ospf);
+    routed_scenario(RoutedLabOptions::new(Protocol::Ospf));
+}
+
+/// The xt-bpf datapath decides in the nat chain, whatever interface a
+/// connection came in on, so routed nodes need no `--interfaces` list:
+/// the enterprise host's connections into pods keep its address too.
+#[test]
+fn bgp_routed_pod_network_with_xt_bpf_datapath() {
+    routed_scenario(RoutedLabOptions {
+        agent_args: vec!["--datapath".into(), "xt-bpf".into()],
+        ..RoutedLabOptions::new(Protocol::Bgp)
+    });
 }
 
 fn deploy_routing_dir() -> PathBuf {

@@ -43,7 +43,9 @@ pub fn run() -> anyhow::Result<()> {
 /// Runs the lab with `protocol`; returns the table rows that went wrong.
 fn run_protocol(protocol: Protocol) -> anyhow::Result<Vec<String>> {
     println!("\n=== {protocol}: nodes announce their pod CIDRs to the top-of-rack router ===");
-    let lab = RoutedLab::new(RoutedLabOptions::new(protocol));
+    let options = RoutedLabOptions::new(protocol);
+    let agent_args = options.agent_args.join(" ");
+    let lab = RoutedLab::new(options);
     println!(
         "router {} | enterprise host {} ({ENTERPRISE_HOST_V4}) | internet host {} ({INTERNET_HOST_V4})",
         lab.router.name(),
@@ -52,7 +54,7 @@ fn run_protocol(protocol: Protocol) -> anyhow::Result<Vec<String>> {
     );
     for node in &lab.nodes {
         println!(
-            "{} {} ({}, AS {}) pod CIDR {} | pods {} | agent: nonMasqueradeCIDRs [10.0.0.0/8], --interfaces '{}'",
+            "{} {} ({}, AS {}) pod CIDR {} | pods {} | agent: nonMasqueradeCIDRs [10.0.0.0/8], {agent_args}",
             node.routing.hostname,
             node.netns.name(),
             node.routing.address,
@@ -63,7 +65,6 @@ fn run_protocol(protocol: Protocol) -> anyhow::Result<Vec<String>> {
                 .map(|pod| pod.ipv4.to_string())
                 .collect::<Vec<_>>()
                 .join(", "),
-            lab::routed::AGENT_INTERFACES
         );
     }
 
