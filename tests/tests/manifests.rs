@@ -298,3 +298,75 @@ fn the_daemonset_matches_the_binary() {
         );
     }
 }
+
+/// The image's entry point links `iptables` to the backend the node uses.
+/// Run for real inside fresh network namespaces, linking into a temporary
+/// directory instead of the image's /usr/local/sbin. Needs root.
+#[test]
+fn the_image_entrypoint_picks_the_nodes_iptables_backend() {
+    let wrapper = deploy_dir().join("image").join("iptables-wrapper");
+    let pick = |setup: &[&[&str]]| -> String {
+        let netns = lab::Netns::new("ipm-wrap-");
+        for command in setup {
+            netns.exec_ok(command[0], &command[1..]);
+        }
+        let bin_dir = std::env::temp_dir().join(lab::unique_name("ip-masq-wrapper-"));
+        std::fs::create_dir_all(&bin_dir).expect("bin dir");
+        let link = bin_dir.join("iptables");
+        let output = netns.exec(
+            "env",
+            &[
+                &format!("IPTABLES_WRAPPER_BIN_DIR={}", bin_dir.display()),
+                "sh",
+                wrapper.to_str().expect("utf-8"),
+                "readlink",
+                link.to_str().expect("utf-8"),
+            ],
+        );
+        for name in ["ip6tables", "ip6tables-restore", "iptables-save"] {
+            assert!(bin_dir.join(name).is_symlink(), "{name} linked too");
+        }
+        std::fs::remove_dir_all(&bin_dir).expect("remove bin dir");
+        assert!(output.status.success(), "{}", describe(&output));
+        String::from_utf8_lossy(&output.stdout).trim().to_owned()
+    };
+    // Nothing anywhere: nf_tables, the default of current distributions.
+    assert_eq!(pick(&[]), "/usr/sbin/iptables-nft");
+    // Only legacy holds rules: a node whose kubelet and kube-proxy use legacy.
+    let legacy_rules: &[&[&str]] = &[
+        &[
+            "iptables-legacy",
+            "-w",
+            "-t",
+            "nat",
+            "-A",
+            "POSTROUTING",
+            "-s",
+            "10.0.0.0/8",
+            "-j",
+            "RETURN",
+        ],
+        &[
+            "iptables-legacy",
+            "-w",
+            "-t",
+            "filter",
+            "-A",
+            "FORWARD",
+            "-j",
+            "ACCEPT",
+        ],
+    ];
+    assert_eq!(pick(legacy_rules), "/usr/sbin/iptables-legacy");
+    // kube-proxy's hint chain in nf_tables wins over a larger legacy table.
+    let mut hinted = legacy_rules.to_vec();
+    hinted.push(&[
+        "iptables-nft",
+        "-w",
+        "-t",
+        "mangle",
+        "-N",
+        "KUBE-IPTABLES-HINT",
+    ]);
+    assert_eq!(pick(&hinted), "/usr/sbin/iptables-nft");
+}
