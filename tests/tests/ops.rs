@@ -226,7 +226,11 @@ fn metrics_count_exactly_the_packets_sent() {
         ip(NODE_UPLINK_V4)
     );
 
-    let after = scrape(&lab);
+    let get_started = std::time::Instant::now();
+    let (code, body) = http_get(&lab.node, "/metrics");
+    println!("GET /metrics took {:?}", get_started.elapsed());
+    assert_eq!(code, 200);
+    let after = python::parse_openmetrics(&body);
     let delta = |name: &str| value(&after, name, &v4) - value(&before, name, &v4);
     assert_eq!(delta("ip_masq_packets_keep_source_total"), KEPT as f64);
     assert_eq!(
@@ -271,6 +275,7 @@ fn readyz_flips_when_the_chain_is_deleted_and_back_after_repair() {
     );
     // The failed probe asked the loop for a repair; nothing else would
     // repair within the hour-long resync.
+    let detected = std::time::Instant::now();
     assert!(
         wait_until(Duration::from_secs(10), || {
             last = http_get(&lab.node, "/readyz");
@@ -278,6 +283,8 @@ fn readyz_flips_when_the_chain_is_deleted_and_back_after_repair() {
         }),
         "readyz stayed {last:?} after the repair"
     );
+    // The repair drops the cached verdict, so the next probe checks afresh.
+    println!("ready again {:?} after the first 503", detected.elapsed());
     let nat = lab.node.iptables_save("iptables", "nat");
     assert!(nat.contains(&jump), "jump back:\n{nat}");
     assert!(nat.contains("-A IP-MASQ-AGENT"), "chain back:\n{nat}");
