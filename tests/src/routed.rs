@@ -372,6 +372,22 @@ impl RoutedLab {
     }
 }
 
+/// A veth pair: `name` in `owner`, its peer `peer_name` in `peer`.
+fn add_veth(owner: &Netns, name: &str, peer: &Netns, peer_name: &str) {
+    owner.ip(&[
+        "link",
+        "add",
+        name,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        peer_name,
+        "netns",
+        peer.name(),
+    ]);
+}
+
 /// The router, the enterprise and internet hosts, and the links between.
 fn build_router(router: &Netns, enterprise: &Netns, internet: &Netns, rack: &Rack) {
     let bridge = rack.rack_interface.as_str();
@@ -401,18 +417,7 @@ fn build_router(router: &Netns, enterprise: &Netns, internet: &Netns, rack: &Rac
             24,
         ),
     ] {
-        router.ip(&[
-            "link",
-            "add",
-            interface,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            host.name(),
-        ]);
+        add_veth(router, interface, host, "eth0");
         router.ip(&["addr", "add", &format!("{gateway}/{len}"), "dev", interface]);
         router.ip(&["link", "set", interface, "up"]);
         host.ip(&[
@@ -441,18 +446,7 @@ fn build_node(
 ) -> RoutedNode {
     let netns = Netns::new("ipm-rnode-");
     let rack_port = format!("rk-{}", routing.hostname);
-    router.ip(&[
-        "link",
-        "add",
-        &rack_port,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        &routing.uplink,
-        "netns",
-        netns.name(),
-    ]);
+    add_veth(router, &rack_port, &netns, &routing.uplink);
     router.ip(&["link", "set", &rack_port, "master", &rack.rack_interface]);
     router.ip(&["link", "set", &rack_port, "up"]);
     netns.ip(&[
@@ -489,18 +483,7 @@ fn build_node(
     for index in 1..=pods {
         let pod = Netns::new("ipm-rpod-");
         let host_interface = format!("veth{index}");
-        netns.ip(&[
-            "link",
-            "add",
-            &host_interface,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            pod.name(),
-        ]);
+        add_veth(&netns, &host_interface, &pod, "eth0");
         netns.ip(&["link", "set", &host_interface, "master", &routing.bridge]);
         netns.ip(&["link", "set", &host_interface, "up"]);
         let address = Ipv4Addr::from(u32::from(cidr.network()) + 9 + index as u32);

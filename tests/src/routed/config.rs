@@ -171,7 +171,20 @@ pub struct NodeRouting {
     pub bridge: String,
 }
 
-const HEADER: &str = "frr version 8.4\nfrr defaults datacenter\n";
+/// The lines every frr.conf starts with.
+fn header(hostname: &str) -> String {
+    format!(
+        "frr version 8.4\nfrr defaults datacenter\nhostname {hostname}\nservice integrated-vtysh-config\n!\n"
+    )
+}
+
+/// An OSPF interface on the rack subnet: its DR priority and the timers.
+fn ospf_rack_interface(name: &str, priority: u8, timers: &Timers) -> String {
+    format!(
+        "interface {name}\n ip ospf priority {priority}\n ip ospf hello-interval {}\n ip ospf dead-interval {}\nexit\n!\n",
+        timers.ospf_hello, timers.ospf_dead
+    )
+}
 
 /// The node's frr.conf: announce the pod CIDR, and only it.
 pub fn node_config(protocol: Protocol, rack: &Rack, node: &NodeRouting) -> String {
@@ -206,10 +219,7 @@ fn node_bgp(rack: &Rack, node: &NodeRouting) -> String {
         ..
     } = rack.timers;
     format!(
-        "{HEADER}\
-hostname {hostname}
-service integrated-vtysh-config
-!
+        "{header}\
 ip prefix-list POD-CIDR seq 10 permit {pod_cidr}
 !
 route-map TOR-OUT permit 10
@@ -235,7 +245,8 @@ router bgp {asn}
  exit-address-family
 exit
 !
-"
+",
+        header = header(hostname),
     )
 }
 
@@ -255,10 +266,7 @@ fn router_bgp(rack: &Rack, hostname: &str) -> String {
         ..
     } = timers;
     format!(
-        "{HEADER}\
-hostname {hostname}
-service integrated-vtysh-config
-!
+        "{header}\
 ip prefix-list NODE-PODS seq 10 permit {pod_range} ge {node_block_len} le {node_block_len}
 !
 route-map NODES-IN permit 10
@@ -286,7 +294,8 @@ router bgp {router_asn}
  exit-address-family
 exit
 !
-"
+",
+        header = header(hostname),
     )
 }
 
@@ -300,22 +309,8 @@ fn node_ospf(rack: &Rack, node: &NodeRouting) -> String {
         ..
     } = node;
     let subnet = rack.subnet;
-    let Timers {
-        ospf_hello,
-        ospf_dead,
-        ..
-    } = rack.timers;
     format!(
-        "{HEADER}\
-hostname {hostname}
-service integrated-vtysh-config
-!
-interface {uplink}
- ip ospf priority 0
- ip ospf hello-interval {ospf_hello}
- ip ospf dead-interval {ospf_dead}
-exit
-!
+        "{header}{uplink_stanza}\
 interface {bridge}
  ip ospf passive
 exit
@@ -328,6 +323,8 @@ router ospf
 {throttle}exit
 !
 ",
+        header = header(hostname),
+        uplink_stanza = ospf_rack_interface(uplink, 0, &rack.timers),
         throttle = ospf_throttle(&rack.timers),
     )
 }
@@ -344,25 +341,12 @@ fn router_ospf(rack: &Rack, hostname: &str) -> String {
         timers,
         ..
     } = rack;
-    let Timers {
-        ospf_hello,
-        ospf_dead,
-        ..
-    } = timers;
     format!(
-        "{HEADER}\
-hostname {hostname}
-service integrated-vtysh-config
-!
+        "{header}\
 ip prefix-list RACK-OUT seq 10 permit {pod_range} ge {node_block_len} le {node_block_len}
 ip prefix-list RACK-OUT seq 20 permit {subnet}
 !
-interface {rack_interface}
- ip ospf priority 200
- ip ospf hello-interval {ospf_hello}
- ip ospf dead-interval {ospf_dead}
-exit
-!
+{rack_stanza}\
 interface {backbone_interface}
  ip ospf passive
 exit
@@ -376,6 +360,8 @@ router ospf
 {throttle}exit
 !
 ",
+        header = header(hostname),
+        rack_stanza = ospf_rack_interface(rack_interface, 200, timers),
         throttle = ospf_throttle(timers),
     )
 }
@@ -414,28 +400,11 @@ mod tests {
     use super::*;
 
     fn rack() -> Rack {
-        Rack {
-            router_address: Ipv4Addr::new(192, 168, 10, 1),
-            subnet: Prefix::new(Ipv4Addr::new(192, 168, 10, 0), 24),
-            router_asn: 65010,
-            pod_range: Prefix::new(Ipv4Addr::new(10, 244, 0, 0), 16),
-            node_block_len: 24,
-            backbone: Prefix::new(Ipv4Addr::new(10, 50, 0, 0), 24),
-            rack_interface: "rack0".into(),
-            backbone_interface: "ent0".into(),
-            timers: LAB_TIMERS,
-        }
+        crate::routed::lab_rack()
     }
 
     fn node() -> NodeRouting {
-        NodeRouting {
-            hostname: "node-1".into(),
-            address: Ipv4Addr::new(192, 168, 10, 11),
-            asn: 65011,
-            pod_cidr: Prefix::new(Ipv4Addr::new(10, 244, 1, 0), 24),
-            uplink: "eth0".into(),
-            bridge: "cni0".into(),
-        }
+        crate::routed::lab_node(1)
     }
 
     fn lines(text: &str) -> Vec<&str> {
