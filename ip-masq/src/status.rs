@@ -319,7 +319,7 @@ pub struct RulesView {
     pub family: String,
     pub chain_present: bool,
     pub chain_rules: Vec<String>,
-    /// RETURN rules first, exactly one MASQUERADE last.
+    /// RETURN rules first, then only MASQUERADE rules.
     pub in_order: bool,
     pub jumps: usize,
     /// 1-based position of the first jump among POSTROUTING's rules.
@@ -367,9 +367,12 @@ pub fn rules_view(family: &str, save_text: &str, chain: &str) -> RulesView {
         .iter()
         .filter_map(|rule| rule.split(" -j ").nth(1)?.split_whitespace().next())
         .collect();
-    view.in_order = targets.len() >= 2
-        && targets.last() == Some(&"MASQUERADE")
-        && targets[..targets.len() - 1].iter().all(|t| *t == "RETURN");
+    // RETURN rules, then MASQUERADE rules (`--to-ports` adds per-protocol
+    // ones before the final catch-all), and nothing else.
+    let returns = targets.iter().take_while(|t| **t == "RETURN").count();
+    view.in_order = returns >= 1
+        && targets.len() > returns
+        && targets[returns..].iter().all(|t| *t == "MASQUERADE");
     view
 }
 
@@ -626,7 +629,7 @@ pub fn rule_problems(view: &RulesView, chain: &str) -> Vec<String> {
         problems.push(format!("{family} chain {chain} is missing"));
     } else if !view.in_order {
         problems.push(format!(
-            "{family} chain {chain} is not RETURN rules followed by one MASQUERADE"
+            "{family} chain {chain} is not RETURN rules followed by MASQUERADE rules"
         ));
     }
     match view.jumps {
@@ -816,10 +819,22 @@ mod tests {
         assert_eq!(
             rule_problems(&view, "IP-MASQ-AGENT"),
             [
-                "IPv6 chain IP-MASQ-AGENT is not RETURN rules followed by one MASQUERADE",
+                "IPv6 chain IP-MASQ-AGENT is not RETURN rules followed by MASQUERADE rules",
                 "IPv6 POSTROUTING jumps to IP-MASQ-AGENT 2 times"
             ]
         );
+    }
+
+    #[test]
+    fn per_protocol_masquerade_rules_are_in_order() {
+        let text = SAVE.replace(
+            "-A IP-MASQ-AGENT -j MASQUERADE --random-fully\n",
+            "-A IP-MASQ-AGENT -p tcp -m statistic --mode random --probability 0.5 -j MASQUERADE --to-ports 1024-29999\n-A IP-MASQ-AGENT -p tcp -j MASQUERADE --to-ports 32768-65535\n-A IP-MASQ-AGENT -j MASQUERADE --random-fully\n",
+        );
+        let view = rules_view("IPv4", &text, "IP-MASQ-AGENT");
+        assert!(view.in_order, "{view:?}");
+        let only_returns = SAVE.replace("-A IP-MASQ-AGENT -j MASQUERADE --random-fully\n", "");
+        assert!(!rules_view("IPv4", &only_returns, "IP-MASQ-AGENT").in_order);
     }
 
     #[test]
