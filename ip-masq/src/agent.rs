@@ -21,7 +21,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::{
     config::{self, MasqConfig, ParseOptions},
-    datapath::{Attachment, Datapath, DatapathError, DatapathMode, LoadOptions},
+    datapath::{Attachment, Datapath, DatapathError, DatapathMode, LoadOptions, Repinned},
     interfaces::{self, Interface, Selector},
     rules::{Family, Installer, RuleSet, RulesError},
     source, sync,
@@ -127,6 +127,9 @@ struct Agent {
     config: Option<MasqConfig>,
     /// Raw bytes of the last file read, to skip no-op reloads cheaply.
     last_bytes: Option<Option<Vec<u8>>>,
+    /// Why the file could not be read last time, so that a file that stays
+    /// unreadable is reported once rather than at every resync.
+    last_read_error: Option<String>,
     installers: Vec<Installer>,
     /// Interfaces that carry the classifier, by index.
     attached: BTreeMap<u32, String>,
@@ -173,6 +176,7 @@ pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
         applied,
         config: None,
         last_bytes: None,
+        last_read_error: None,
         installers,
         attached: BTreeMap::new(),
         shared: shared.clone(),
@@ -240,6 +244,8 @@ pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
                 if !config_watched {
                     config_watched = agent.watch_config(config_tx.clone());
                 }
+                // Pins first: rewriting the chain needs the xt_bpf pins.
+                agent.repair_pins();
                 agent.reload();
                 agent.repair_map_drift();
                 if let Err(err) = agent.keep_rules() {
@@ -293,9 +299,15 @@ impl Agent {
         let bytes = match source::read_config(path) {
             Ok(bytes) => bytes,
             Err(err) => {
-                return Some(self.reject(error_chain(&err)));
+                let error = error_chain(&err);
+                if self.last_read_error.as_ref() == Some(&error) {
+                    return None;
+                }
+                self.last_read_error = Some(error.clone());
+                return Some(self.reject(error));
             }
         };
+        self.last_read_error = None;
         // Same bytes as last time: applied already, or rejected and logged
         // already. Drift in the maps is repaired separately.
         if self.last_bytes.as_ref() == Some(&bytes) {
@@ -394,6 +406,22 @@ impl Agent {
         }
     }
 
+    /// Puts back pins someone removed, from the fds the agent still holds.
+    fn repair_pins(&mut self) {
+        match self.datapath.repin_missing() {
+            Ok(repinned) => {
+                for pin in repinned {
+                    warn!(?pin, pin_dir = %self.options.pin_dir.display(), "pin was removed by someone; pinned again");
+                    self.shared.update(|status| match pin {
+                        Repinned::Map(_) => status.repairs.map_pin += 1,
+                        Repinned::Program(_) => status.repairs.program_pin += 1,
+                    });
+                }
+            }
+            Err(err) => error!(error = %error_chain(&err), "cannot restore removed pins"),
+        }
+    }
+
     fn ensure_rules(&mut self) -> Result<(), RulesError> {
         for installer in &mut self.installers {
             let repairs = installer.ensure()?;
@@ -404,9 +432,8 @@ impl Agent {
                 if status.rules_installed && repairs.any() {
                     *status.iptables_repairs.get_mut(installer.family()) += 1;
                     status.repairs.chain += u64::from(repairs.chain_rewritten);
-                    status.repairs.jump += u64::from(
-                        repairs.jump_added || repairs.duplicate_jumps_removed > 0,
-                    );
+                    status.repairs.jump +=
+                        u64::from(repairs.jump_added || repairs.duplicate_jumps_removed > 0);
                 }
             });
             let chain = &self.options.rules.chain;
@@ -508,6 +535,7 @@ impl Agent {
             if !verified {
                 if self.attached.remove(&interface.index).is_some() {
                     warn!(interface = %interface.name, "classifier was detached by someone; re-attaching");
+                    self.shared.update(|status| status.repairs.link += 1);
                 }
                 self.attach(&interface);
             }

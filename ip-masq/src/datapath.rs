@@ -16,16 +16,16 @@ use std::{
 
 use aya::{
     Ebpf, EbpfLoader, TestRun as _, TestRunOptions,
-    maps::{LpmTrie, MapData, MapError, PerCpuArray, lpm_trie::Key},
+    maps::{IterableMap as _, LpmTrie, MapData, MapError, PerCpuArray, lpm_trie::Key},
     programs::{
-        LinkOrder, ProgramError, SchedClassifier, TcAttachType,
+        LinkOrder, ProgramError, SchedClassifier, SocketFilter, TcAttachType,
         links::{FdLink, LinkError, PinnedLink},
         tc::{SchedClassifierLink, TcAttachOptions},
     },
 };
 use ip_masq_common::{
     Action, GLOBAL_KEEP_SOURCE_MARK, MAP_NON_MASQ_V4, MAP_NON_MASQ_V6, MAP_STATS,
-    PROGRAM_CLASSIFIER, STAT_SLOTS,
+    PROGRAM_CLASSIFIER, PROGRAM_XT_BPF_V4, PROGRAM_XT_BPF_V6, STAT_SLOTS,
 };
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use thiserror::Error;
@@ -68,6 +68,18 @@ pub enum DatapathError {
     },
     #[error("cannot pin link at {path}")]
     PinLink {
+        path: PathBuf,
+        #[source]
+        source: Box<aya::pin::PinError>,
+    },
+    #[error("cannot look up pin {path}")]
+    PinLookup {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("cannot pin map at {path}")]
+    PinMap {
         path: PathBuf,
         #[source]
         source: Box<aya::pin::PinError>,
@@ -422,6 +434,89 @@ impl Datapath {
     pub fn stats(&self) -> Result<PacketStats, DatapathError> {
         read_stats(&self.pin_dir)
     }
+
+    /// Puts back the pins of this run's maps and socket filters that someone
+    /// removed, and returns what it re-pinned.
+    ///
+    /// The agent holds their file descriptors, so the objects outlive a
+    /// removed pin, and the classifier keeps working. But without the pins
+    /// the next agent would create empty maps, `dump` would see nothing, and
+    /// the nat chain's xt_bpf rules could not be written again.
+    ///
+    /// # Errors
+    /// Fails when a pin is missing and the kernel refuses to pin it again.
+    pub fn repin_missing(&mut self) -> Result<Vec<Repinned>, DatapathError> {
+        let mut repinned = Vec::new();
+        let maps: [(&'static str, &MapData); 2] = [
+            (MAP_NON_MASQ_V4, self.v4.map()),
+            (MAP_NON_MASQ_V6, self.v6.map()),
+        ];
+        for (name, map) in maps {
+            let pin = self.pin_dir.join(name);
+            if pin_missing(&pin)? {
+                map.pin(&pin).map_err(|source| DatapathError::PinMap {
+                    path: pin.clone(),
+                    source: Box::new(source),
+                })?;
+                repinned.push(Repinned::Map(name));
+            }
+        }
+        let stats_pin = self.pin_dir.join(MAP_STATS);
+        if pin_missing(&stats_pin)? {
+            self.ebpf
+                .map(MAP_STATS)
+                .ok_or(DatapathError::Missing(MAP_STATS))?
+                .pin(&stats_pin)
+                .map_err(|source| DatapathError::PinMap {
+                    path: stats_pin.clone(),
+                    source: Box::new(source),
+                })?;
+            repinned.push(Repinned::Map(MAP_STATS));
+        }
+        for (name, family) in [
+            (PROGRAM_XT_BPF_V4, crate::rules::Family::V4),
+            (PROGRAM_XT_BPF_V6, crate::rules::Family::V6),
+        ] {
+            let pin = xt_bpf_pin_path(&self.pin_dir, family);
+            if pin_missing(&pin)? {
+                let program: &mut SocketFilter = self
+                    .ebpf
+                    .program_mut(name)
+                    .ok_or(DatapathError::Missing(name))?
+                    .try_into()?;
+                program
+                    .pin(&pin)
+                    .map_err(|source| DatapathError::PinProgram {
+                        path: pin.clone(),
+                        source: Box::new(source),
+                    })?;
+                repinned.push(Repinned::Program(name));
+            }
+        }
+        Ok(repinned)
+    }
+}
+
+/// A pin that [`Datapath::repin_missing`] put back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Repinned {
+    /// A map, by name.
+    Map(&'static str),
+    /// An xt_bpf socket filter, by program name.
+    Program(&'static str),
+}
+
+/// Whether nothing is pinned at `pin` (a symlink or any other file there
+/// counts as present: it is not ours to replace).
+fn pin_missing(pin: &Path) -> Result<bool, DatapathError> {
+    match fs::symlink_metadata(pin) {
+        Ok(_) => Ok(false),
+        Err(err) if err.kind() == io::ErrorKind::NotFound => Ok(true),
+        Err(source) => Err(DatapathError::PinLookup {
+            path: pin.to_owned(),
+            source,
+        }),
+    }
 }
 
 /// The agent's table as [`crate::sync::apply`] writes it.
@@ -643,4 +738,24 @@ pub fn read_stats(pin_dir: &Path) -> Result<PacketStats, DatapathError> {
         v6_seen: sums[&ip_masq_common::STAT_V6_SEEN],
         v6_kept: sums[&ip_masq_common::STAT_V6_KEPT],
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_an_absent_pin_is_missing() {
+        let dir = std::env::temp_dir().join(format!("ip-masq-pins-{}", std::process::id()));
+        fs::create_dir_all(&dir).unwrap();
+        let pin = dir.join("NON_MASQ_V4");
+        assert!(pin_missing(&pin).unwrap());
+        fs::write(&pin, "").unwrap();
+        assert!(!pin_missing(&pin).unwrap());
+        // Something someone else put there is not ours to replace.
+        let dangling = dir.join("NON_MASQ_V6");
+        std::os::unix::fs::symlink("nowhere", &dangling).unwrap();
+        assert!(!pin_missing(&dangling).unwrap());
+        fs::remove_dir_all(dir).unwrap();
+    }
 }

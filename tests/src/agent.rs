@@ -1,6 +1,7 @@
 //! The agent as a child process inside a lab namespace.
 
 use std::{
+    collections::BTreeSet,
     fs,
     os::unix::process::CommandExt as _,
     path::{Path, PathBuf},
@@ -28,6 +29,35 @@ pub fn agent_binary() -> PathBuf {
         "ip-masq binary not found near {}; build it (cargo build -p ip-masq) or set IP_MASQ_BIN",
         exe.display()
     );
+}
+
+/// The entries of the maps pinned under `pin_dir`, as `ip-masq dump
+/// --json` decodes them: one `CIDR ACTION` string each, e.g.
+/// `10.0.0.0/8 keep-source`.
+///
+/// # Errors
+/// What the command printed when it failed (no maps pinned there, say).
+pub fn dump_maps(pin_dir: &Path) -> Result<BTreeSet<String>, String> {
+    let output = Command::new(agent_binary())
+        .args(["dump", "--json", "--pin-path"])
+        .arg(pin_dir)
+        .output()
+        .map_err(|err| format!("cannot run ip-masq dump: {err}"))?;
+    if !output.status.success() {
+        return Err(String::from_utf8_lossy(&output.stderr).into_owned());
+    }
+    let rows: Vec<serde_json::Value> =
+        serde_json::from_slice(&output.stdout).map_err(|err| err.to_string())?;
+    Ok(rows
+        .iter()
+        .map(|row| {
+            format!(
+                "{} {}",
+                row["cidr"].as_str().unwrap_or_default(),
+                row["action"].as_str().unwrap_or_default()
+            )
+        })
+        .collect())
 }
 
 /// Builds the command line of one agent process.

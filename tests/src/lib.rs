@@ -9,6 +9,7 @@
 //! rules or links, nor the default pin path.
 
 pub mod agent;
+pub mod load;
 pub mod netns;
 pub mod python;
 pub mod routed;

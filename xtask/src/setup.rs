@@ -23,6 +23,8 @@ const APT_TOOLS: &[(&str, &str)] = &[
     ("vtysh", "frr"),
     ("python3", "python3"),
     ("iperf3", "iperf3"),
+    // libfuzzer-sys compiles libFuzzer, which is C++.
+    ("c++", "g++"),
 ];
 
 /// Python modules the tests use, with the Debian package that provides each.
@@ -31,10 +33,14 @@ const PYTHON_MODULES: &[(&str, &str)] = &[("prometheus_client", "python3-prometh
 /// The bpf-linker release line that matches aya 0.14.
 const BPF_LINKER_VERSION: &str = "0.13";
 
+/// The cargo-fuzz release line the config parser's fuzz test runs with.
+const CARGO_FUZZ_VERSION: &str = "0.13";
+
 pub fn setup() -> anyhow::Result<()> {
     ensure_apt_packages()?;
     ensure_rust_src()?;
     ensure_bpf_linker()?;
+    ensure_cargo_fuzz()?;
     println!("setup: everything is in place");
     Ok(())
 }
@@ -164,4 +170,24 @@ fn ensure_bpf_linker() -> anyhow::Result<()> {
             &format!("llvm-{llvm_major}"),
         ])
         .env("LLVM_PREFIX", &prefix))
+}
+
+/// cargo-fuzz, for the suite's bounded fuzzing of the config parser
+/// (`tests/tests/fuzz_config.rs`, `fuzz/`).
+fn ensure_cargo_fuzz() -> anyhow::Result<()> {
+    if let Ok(output) = Command::new("cargo").args(["fuzz", "--version"]).output()
+        && output.status.success()
+        && String::from_utf8_lossy(&output.stdout)
+            .contains(&format!("cargo-fuzz {CARGO_FUZZ_VERSION}"))
+    {
+        return Ok(());
+    }
+    println!("setup: installing cargo-fuzz {CARGO_FUZZ_VERSION}");
+    run(Command::new("cargo").args([
+        "install",
+        "cargo-fuzz",
+        "--locked",
+        "--version",
+        &format!("~{CARGO_FUZZ_VERSION}"),
+    ]))
 }
