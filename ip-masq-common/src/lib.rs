@@ -18,6 +18,10 @@ pub const PROGRAM_CLASSIFIER: &str = "ipmasq_classify";
 /// Read-only global holding the mark bit(s) the classifier ORs into `skb->mark`.
 pub const GLOBAL_KEEP_SOURCE_MARK: &str = "KEEP_SOURCE_MARK";
 
+/// Name of a classifier that returns at once; only the benchmark loads it,
+/// as the baseline of BPF_PROG_TEST_RUN's own cost.
+pub const PROGRAM_BENCH_NOOP: &str = "ip_masq_noop";
+
 /// Name of the IPv4 socket filter run by the iptables `bpf` match (xt_bpf).
 /// Kernel program names hold at most 15 characters.
 pub const PROGRAM_XT_BPF_V4: &str = "ip_masq_xt_v4";
@@ -86,7 +90,7 @@ pub const STAT_SLOTS: u32 = 4;
 pub const DEFAULT_KEEP_SOURCE_MARK: u32 = 0x2000;
 
 const _: () = assert!(core::mem::size_of::<Action>() == 1);
-const _: () = assert!(PROGRAM_CLASSIFIER.len() <= 15);
+const _: () = assert!(PROGRAM_CLASSIFIER.len() <= 15 && PROGRAM_BENCH_NOOP.len() <= 15);
 const _: () = assert!(PROGRAM_XT_BPF_V4.len() <= 15 && PROGRAM_XT_BPF_V6.len() <= 15);
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ use aya_ebpf::{
 use ip_masq_common::{STAT_SLOTS, STAT_V4_KEPT, STAT_V4_SEEN, STAT_V6_KEPT, STAT_V6_SEEN};
 use ip_masq_ebpf::{keeps_source_v4, keeps_source_v6};
 
+mod noop;
 mod xt_bpf;
 
 /// The mark bit(s) to OR in; the agent overrides it at load time (`--mark`).

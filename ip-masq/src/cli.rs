@@ -68,6 +68,10 @@ pub enum Command {
     /// mark bit clashes, pod interfaces without the classifier) and say how
     /// to fix each. Exits 1 when it finds anything.
     Doctor(DoctorArgs),
+    /// Measure the classifier's cost per packet with BPF_PROG_TEST_RUN
+    /// (run by `cargo xtask bench`; prints JSON).
+    #[command(hide = true)]
+    BenchDatapath(crate::bench::BenchDatapathArgs),
 }
 
 /// Flags that change how the config file is interpreted.

@@ -8,6 +8,7 @@
 //! is reached only through [`datapath`], [`rules`] and [`watch`].
 
 pub mod agent;
+pub mod bench;
 pub mod cli;
 pub mod commands;
 pub mod config;

@@ -44,6 +44,10 @@ fn main() -> ExitCode {
         Command::Doctor(args) => ip_masq::doctor::run(&args.installed)
             .map(|report| report.print())
             .map_err(Into::into),
+        Command::BenchDatapath(args) => ip_masq::bench::run(&args)
+            .map(|json| print!("{json}"))
+            .map(|()| ExitCode::SUCCESS)
+            .map_err(Into::into),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,617 @@
+//! `ip-masq bench-datapath` (hidden from `--help`; `cargo xtask bench` runs
+//! it): what the classifier costs per packet, asked of the kernel itself
+//! with BPF_PROG_TEST_RUN, for growing numbers of CIDRs in the maps.
+//!
+//! The maps are filled through the agent's own sync code ([`sync::apply`]
+//! on a [`Datapath`]), so the fill times are those the agent sees. Each
+//! case runs `repeat` times inside one `BPF_PROG_TEST_RUN` call; of `rounds`
+//! calls the fastest counts, because on a shared machine noise only ever
+//! adds time. A classifier that returns at once, measured the same way next
+//! to each case, gives the floor that the test harness itself costs.
+
+use std::{
+    collections::HashSet,
+    fs, io,
+    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    path::PathBuf,
+    time::{Duration, Instant},
+};
+
+use aya::{
+    Ebpf, EbpfError, EbpfLoader, TestRun, TestRunOptions, TestRunResult,
+    programs::{ProgramError, SchedClassifier, SocketFilter},
+};
+use clap::Args;
+use ip_masq_common::{
+    Action, DEFAULT_KEEP_SOURCE_MARK, DEFAULT_MAP_CAPACITY, MAP_NON_MASQ_V4, MAP_NON_MASQ_V6,
+    MAP_STATS, PROGRAM_BENCH_NOOP, PROGRAM_XT_BPF_V4,
+};
+use ipnet::IpNet;
+use serde::Serialize;
+use thiserror::Error;
+
+use crate::{
+    datapath::{CLASSIFIER_OBJECT, Datapath, DatapathError, LoadOptions},
+    packet,
+    sync::{self, SyncError},
+    table::Table,
+};
+
+/// What the classifier answers for every frame (`TC_ACT_UNSPEC`).
+const TC_ACT_UNSPEC: i32 = -1;
+
+/// Flags of `ip-masq bench-datapath`.
+#[derive(Clone, Debug, Args)]
+pub struct BenchDatapathArgs {
+    /// bpffs directory for the benchmark's own maps; use a private one, the
+    /// maps there are filled with the test CIDRs.
+    #[arg(long, value_name = "DIR")]
+    pub pin_path: PathBuf,
+
+    /// File with one CIDR per line, IPv4 and IPv6 mixed; for a size N the
+    /// maps hold the first N of each family.
+    #[arg(long, value_name = "PATH")]
+    pub cidrs: PathBuf,
+
+    /// Comma-separated numbers of CIDRs per family to measure, ascending.
+    #[arg(
+        long,
+        value_name = "N,…",
+        value_delimiter = ',',
+        default_value = "0,64,1000,10000,100000"
+    )]
+    pub sizes: Vec<usize>,
+
+    /// Runs of the program inside one BPF_PROG_TEST_RUN call.
+    #[arg(long, value_name = "N", default_value_t = 1_000_000)]
+    pub repeat: u32,
+
+    /// BPF_PROG_TEST_RUN calls per case; the fastest one counts.
+    #[arg(long, value_name = "N", default_value_t = 5)]
+    pub rounds: u32,
+
+    /// IPv4 destination outside every listed CIDR, for the miss case.
+    #[arg(long, value_name = "ADDR", default_value = "203.0.113.5")]
+    pub miss: Ipv4Addr,
+}
+
+/// Errors of the benchmark.
+#[derive(Debug, Error)]
+pub enum BenchError {
+    #[error("cannot read {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+    #[error("{path} line {line}: {text:?} is not a CIDR")]
+    Cidr {
+        path: PathBuf,
+        line: usize,
+        text: String,
+    },
+    #[error("{family} size {wanted} asked for, but the CIDR file lists only {available}")]
+    TooFewCidrs {
+        family: &'static str,
+        wanted: usize,
+        available: usize,
+    },
+    #[error("sizes must be ascending, {next} follows {previous}")]
+    SizesNotAscending { previous: usize, next: usize },
+    #[error(transparent)]
+    Datapath(#[from] DatapathError),
+    #[error("cannot load the benchmark programs")]
+    Load(#[source] Box<EbpfError>),
+    #[error("the eBPF object has no program {0}")]
+    Missing(&'static str),
+    #[error("test run of {case}")]
+    Program {
+        case: &'static str,
+        #[source]
+        source: Box<ProgramError>,
+    },
+    #[error(transparent)]
+    Capacity(#[from] SyncError),
+    #[error("{failed} map writes failed while filling {size} CIDRs, the first: {first}")]
+    Fill {
+        size: usize,
+        failed: usize,
+        first: String,
+    },
+    #[error(
+        "{case} with {size} CIDRs: expected return {expected_return} and mark {expected_mark:#x}, got {got_return} and {got_mark:#x}"
+    )]
+    WrongVerdict {
+        case: &'static str,
+        size: usize,
+        expected_return: i32,
+        expected_mark: u32,
+        got_return: i32,
+        got_mark: u32,
+    },
+}
+
+/// The whole measurement, as JSON for `cargo xtask bench`.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    pub repeat: u32,
+    pub rounds: u32,
+    pub frame_bytes_v4: usize,
+    pub frame_bytes_v6: usize,
+    pub sizes: Vec<SizeReport>,
+}
+
+/// Results for one number of CIDRs per family.
+#[derive(Clone, Debug, Serialize)]
+pub struct SizeReport {
+    pub cidrs: usize,
+    /// Entries written to reach this size (both families) and how long the
+    /// agent's sync took for them.
+    pub fill_entries: usize,
+    pub fill_ms: f64,
+    pub hit_v4: Option<CaseTiming>,
+    pub miss_v4: CaseTiming,
+    pub hit_v6: Option<CaseTiming>,
+    /// The classifier that returns at once, on the IPv4 miss frame.
+    pub noop: CaseTiming,
+    /// The xt_bpf socket filter (`--datapath xt-bpf`, and host traffic in
+    /// tc mode) on the same frames, when the object has it.
+    pub xt_hit_v4: Option<CaseTiming>,
+    pub xt_miss_v4: Option<CaseTiming>,
+}
+
+/// The cost of one case: the fastest of the rounds.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct CaseTiming {
+    /// Destination of the test frame.
+    pub destination: IpAddr,
+    /// CPU time of the fastest call divided by `repeat`. CPU time, not wall
+    /// time: on a shared machine the kernel reschedules during a long test
+    /// run, and the time spent in other tasks is not the program's. Finer
+    /// than the kernel's figure, which is rounded to whole nanoseconds.
+    pub ns_per_packet: f64,
+    /// The kernel's own average for the fastest call (whole nanoseconds).
+    pub kernel_ns_per_packet: u64,
+}
+
+/// Runs the benchmark and returns its JSON report.
+///
+/// # Errors
+/// Fails when the CIDR file is unusable, the programs cannot be loaded, a
+/// map write fails, or a program gives an unexpected verdict.
+pub fn run(args: &BenchDatapathArgs) -> Result<String, BenchError> {
+    let report = measure(args)?;
+    Ok(serde_json::to_string_pretty(&report).expect("serialisable") + "\n")
+}
+
+fn measure(args: &BenchDatapathArgs) -> Result<Report, BenchError> {
+    let text = fs::read_to_string(&args.cidrs).map_err(|source| BenchError::Read {
+        path: args.cidrs.clone(),
+        source,
+    })?;
+    let (v4, v6) = parse_cidr_lines(&text).map_err(|(line, text)| BenchError::Cidr {
+        path: args.cidrs.clone(),
+        line,
+        text,
+    })?;
+    check_sizes(&args.sizes, v4.len(), v6.len())?;
+    let largest = args.sizes.last().copied().unwrap_or(0);
+    let capacity = map_capacity(largest);
+
+    let mut datapath = Datapath::load(&LoadOptions {
+        pin_dir: args.pin_path.clone(),
+        mark: DEFAULT_KEEP_SOURCE_MARK,
+        max_entries: capacity,
+    })?;
+    let extra = load_extra_programs(args, capacity)?;
+
+    let miss_frame = packet::tcp_syn_to(IpAddr::V4(args.miss));
+    let mut applied = Table::default();
+    let mut sizes = Vec::with_capacity(args.sizes.len());
+    for &size in &args.sizes {
+        let desired = Table::from_map_entries(
+            v4[..size]
+                .iter()
+                .chain(&v6[..size])
+                .map(|prefix| (*prefix, Action::KeepSource)),
+        );
+        let started = Instant::now();
+        let report = sync::apply(&mut datapath, &mut applied, &desired)?;
+        let fill = started.elapsed();
+        if let Some(first) = report.failures.first() {
+            return Err(BenchError::Fill {
+                size,
+                failed: report.failures.len(),
+                first: first.to_string(),
+            });
+        }
+
+        let hit_v4 = hit_destination(&v4[..size]);
+        let hit_v6 = hit_destination(&v6[..size]);
+        for (case, destination, keeps) in [
+            ("hit-v4", hit_v4, true),
+            ("miss-v4", Some(IpAddr::V4(args.miss)), false),
+            ("hit-v6", hit_v6, true),
+        ] {
+            if let Some(destination) = destination {
+                verify_classifier(&mut datapath, case, size, destination, keeps)?;
+            }
+        }
+
+        let time_classifier = |datapath: &mut Datapath, destination: IpAddr| {
+            let frame = packet::tcp_syn_to(destination);
+            let program = datapath.classifier()?;
+            best_of(program, "classifier", &frame, args, destination)
+        };
+        let hit_v4 = hit_v4
+            .map(|d| time_classifier(&mut datapath, d))
+            .transpose()?;
+        let miss_v4 = time_classifier(&mut datapath, IpAddr::V4(args.miss))?;
+        let hit_v6 = hit_v6
+            .map(|d| time_classifier(&mut datapath, d))
+            .transpose()?;
+        let noop = best_of(
+            extra.noop()?,
+            "noop",
+            &miss_frame,
+            args,
+            IpAddr::V4(args.miss),
+        )?;
+        let (xt_hit_v4, xt_miss_v4) = match extra.xt_v4()? {
+            None => (None, None),
+            Some(filter) => {
+                let hit = match hit_v4 {
+                    Some(hit) => Some(time_xt(filter, size, hit.destination, 1, args)?),
+                    None => None,
+                };
+                let miss = time_xt(filter, size, IpAddr::V4(args.miss), 0, args)?;
+                (hit, Some(miss))
+            }
+        };
+        sizes.push(SizeReport {
+            cidrs: size,
+            fill_entries: report.added + report.removed,
+            fill_ms: fill.as_secs_f64() * 1000.0,
+            hit_v4,
+            miss_v4,
+            hit_v6,
+            noop,
+            xt_hit_v4,
+            xt_miss_v4,
+        });
+    }
+    Ok(Report {
+        repeat: args.repeat,
+        rounds: args.rounds,
+        frame_bytes_v4: miss_frame.len(),
+        frame_bytes_v6: packet::tcp_syn_to(IpAddr::V6(Ipv6Addr::LOCALHOST)).len(),
+        sizes,
+    })
+}
+
+/// The programs the agent never loads: the no-op classifier and, for
+/// timing alone, a second copy of the xt_bpf filter. They come from the
+/// agent's own object and open the maps pinned by [`Datapath::load`], so
+/// the filter reads the very entries the classifier reads.
+struct ExtraPrograms {
+    ebpf: Ebpf,
+}
+
+fn load_extra_programs(
+    args: &BenchDatapathArgs,
+    capacity: u32,
+) -> Result<ExtraPrograms, BenchError> {
+    let v4_pin = args.pin_path.join(MAP_NON_MASQ_V4);
+    let v6_pin = args.pin_path.join(MAP_NON_MASQ_V6);
+    let stats_pin = args.pin_path.join(MAP_STATS);
+    let mut ebpf = EbpfLoader::new()
+        .map_max_entries(MAP_NON_MASQ_V4, capacity)
+        .map_max_entries(MAP_NON_MASQ_V6, capacity)
+        .map_pin_path(MAP_NON_MASQ_V4, v4_pin.as_path())
+        .map_pin_path(MAP_NON_MASQ_V6, v6_pin.as_path())
+        .map_pin_path(MAP_STATS, stats_pin.as_path())
+        .load(CLASSIFIER_OBJECT)
+        .map_err(|err| BenchError::Load(Box::new(err)))?;
+    let program_error = |case| {
+        move |source| BenchError::Program {
+            case,
+            source: Box::new(source),
+        }
+    };
+    let noop: &mut SchedClassifier = ebpf
+        .program_mut(PROGRAM_BENCH_NOOP)
+        .ok_or(BenchError::Missing(PROGRAM_BENCH_NOOP))?
+        .try_into()
+        .map_err(program_error("noop"))?;
+    noop.load().map_err(program_error("noop"))?;
+    if let Some(program) = ebpf.program_mut(PROGRAM_XT_BPF_V4) {
+        let filter: &mut SocketFilter = program.try_into().map_err(program_error("xt-bpf"))?;
+        filter.load().map_err(program_error("xt-bpf"))?;
+    }
+    Ok(ExtraPrograms { ebpf })
+}
+
+impl ExtraPrograms {
+    fn noop(&self) -> Result<&SchedClassifier, BenchError> {
+        self.ebpf
+            .program(PROGRAM_BENCH_NOOP)
+            .ok_or(BenchError::Missing(PROGRAM_BENCH_NOOP))?
+            .try_into()
+            .map_err(|source| BenchError::Program {
+                case: "noop",
+                source: Box::new(source),
+            })
+    }
+
+    fn xt_v4(&self) -> Result<Option<&SocketFilter>, BenchError> {
+        self.ebpf
+            .program(PROGRAM_XT_BPF_V4)
+            .map(|program| {
+                program.try_into().map_err(|source| BenchError::Program {
+                    case: "xt-bpf",
+                    source: Box::new(source),
+                })
+            })
+            .transpose()
+    }
+}
+
+/// Checks, with one run, that the classifier decides `destination` as the
+/// benchmark assumes; a timing of the wrong path would be worthless.
+fn verify_classifier(
+    datapath: &mut Datapath,
+    case: &'static str,
+    size: usize,
+    destination: IpAddr,
+    keeps: bool,
+) -> Result<(), BenchError> {
+    let probe = datapath.probe(&packet::tcp_syn_to(destination), 0)?;
+    let expected_mark = if keeps { DEFAULT_KEEP_SOURCE_MARK } else { 0 };
+    if probe.return_value != TC_ACT_UNSPEC || probe.mark != expected_mark {
+        return Err(BenchError::WrongVerdict {
+            case,
+            size,
+            expected_return: TC_ACT_UNSPEC,
+            expected_mark,
+            got_return: probe.return_value,
+            got_mark: probe.mark,
+        });
+    }
+    Ok(())
+}
+
+/// Times the xt_bpf filter after checking its verdict (1 keeps the source).
+fn time_xt(
+    filter: &SocketFilter,
+    size: usize,
+    destination: IpAddr,
+    expected: i32,
+    args: &BenchDatapathArgs,
+) -> Result<CaseTiming, BenchError> {
+    // The kernel hands a socket filter the frame from the network header
+    // on, as xt_bpf does.
+    let frame = packet::tcp_syn_to(destination);
+    let once = filter
+        .test_run(TestRunOptions {
+            data_in: Some(&frame),
+            repeat: 1,
+            ..TestRunOptions::default()
+        })
+        .map_err(|source| BenchError::Program {
+            case: "xt-bpf",
+            source: Box::new(source),
+        })?;
+    if once.return_value as i32 != expected {
+        return Err(BenchError::WrongVerdict {
+            case: "xt-bpf",
+            size,
+            expected_return: expected,
+            expected_mark: 0,
+            got_return: once.return_value as i32,
+            got_mark: 0,
+        });
+    }
+    best_of(filter, "xt-bpf", &frame, args, destination)
+}
+
+/// The fastest of `rounds` test runs of `repeat` runs each.
+fn best_of<P>(
+    program: &P,
+    case: &'static str,
+    frame: &[u8],
+    args: &BenchDatapathArgs,
+    destination: IpAddr,
+) -> Result<CaseTiming, BenchError>
+where
+    P: for<'a> TestRun<Opts<'a> = TestRunOptions<'a>, Result = TestRunResult>,
+{
+    let mut best: Option<(Duration, Duration)> = None;
+    for _ in 0..args.rounds.max(1) {
+        let started = thread_cpu_time();
+        let result = program
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                repeat: args.repeat,
+                ..TestRunOptions::default()
+            })
+            .map_err(|source| BenchError::Program {
+                case,
+                source: Box::new(source),
+            })?;
+        let cpu = thread_cpu_time().saturating_sub(started);
+        if best.is_none_or(|(fastest, _)| cpu < fastest) {
+            best = Some((cpu, result.duration));
+        }
+    }
+    let (cpu, kernel) = best.expect("at least one round");
+    Ok(CaseTiming {
+        destination,
+        ns_per_packet: cpu.as_nanos() as f64 / f64::from(args.repeat.max(1)),
+        kernel_ns_per_packet: kernel.as_nanos() as u64,
+    })
+}
+
+/// CPU time the calling thread has used, user and system.
+fn thread_cpu_time() -> Duration {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: a valid clock id and out-pointer; this clock cannot fail on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut now) };
+    Duration::new(now.tv_sec as u64, now.tv_nsec as u32)
+}
+
+/// Splits a CIDR list by family, keeping its order and dropping repeats,
+/// so that N lines are N map entries. On a bad line returns its 1-based
+/// number and text. Blank lines and `#` comments are skipped.
+fn parse_cidr_lines(text: &str) -> Result<(Vec<IpNet>, Vec<IpNet>), (usize, String)> {
+    let mut v4 = Vec::new();
+    let mut v6 = Vec::new();
+    let mut seen = HashSet::new();
+    for (index, line) in text.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let prefix: IpNet = line.parse().map_err(|_| (index + 1, line.to_owned()))?;
+        if !seen.insert(prefix.trunc()) {
+            continue;
+        }
+        match prefix {
+            IpNet::V4(_) => v4.push(prefix.trunc()),
+            IpNet::V6(_) => v6.push(prefix.trunc()),
+        }
+    }
+    Ok((v4, v6))
+}
+
+fn check_sizes(sizes: &[usize], v4: usize, v6: usize) -> Result<(), BenchError> {
+    for pair in sizes.windows(2) {
+        if pair[1] < pair[0] {
+            return Err(BenchError::SizesNotAscending {
+                previous: pair[0],
+                next: pair[1],
+            });
+        }
+    }
+    let largest = sizes.last().copied().unwrap_or(0);
+    for (family, available) in [("IPv4", v4), ("IPv6", v6)] {
+        if largest > available {
+            return Err(BenchError::TooFewCidrs {
+                family,
+                wanted: largest,
+                available,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Map capacity for `largest` entries: the agent's default unless more is
+/// needed, as `--max-cidrs` would be raised.
+fn map_capacity(largest: usize) -> u32 {
+    u32::try_from(largest)
+        .unwrap_or(u32::MAX)
+        .max(DEFAULT_MAP_CAPACITY)
+}
+
+/// A destination inside the middle prefix of `prefixes`: the trie holds
+/// entries on both sides of it. `None` for an empty list.
+fn hit_destination(prefixes: &[IpNet]) -> Option<IpAddr> {
+    let prefix = prefixes.get(prefixes.len().checked_sub(1)? / 2)?;
+    Some(match prefix {
+        IpNet::V4(net) => {
+            let base = u32::from(net.network());
+            IpAddr::V4(Ipv4Addr::from(if net.prefix_len() < 32 {
+                base + 1
+            } else {
+                base
+            }))
+        }
+        IpNet::V6(net) => {
+            let base = u128::from(net.network());
+            IpAddr::V6(Ipv6Addr::from(if net.prefix_len() < 128 {
+                base + 1
+            } else {
+                base
+            }))
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cidr_lines_split_by_family_in_order() {
+        let (v4, v6) = parse_cidr_lines(
+            "10.0.0.1/8\n\n# comment\n2001:db8::/32\n192.168.1.0/24\n10.0.0.0/8\n",
+        )
+        .unwrap();
+        assert_eq!(
+            v4,
+            [
+                "10.0.0.0/8".parse().unwrap(),
+                "192.168.1.0/24".parse().unwrap()
+            ],
+            "host bits cleared, order kept, repeats dropped"
+        );
+        assert_eq!(v6, ["2001:db8::/32".parse::<IpNet>().unwrap()]);
+    }
+
+    #[test]
+    fn a_bad_line_is_named() {
+        assert_eq!(
+            parse_cidr_lines("10.0.0.0/8\nnot-a-cidr\n"),
+            Err((2, "not-a-cidr".to_owned()))
+        );
+    }
+
+    #[test]
+    fn hit_is_inside_the_middle_prefix() {
+        let prefixes: Vec<IpNet> = ["1.0.0.0/8", "2.2.0.0/16", "3.3.3.3/32"]
+            .iter()
+            .map(|p| p.parse().unwrap())
+            .collect();
+        assert_eq!(hit_destination(&prefixes), Some("2.2.0.1".parse().unwrap()));
+        assert_eq!(
+            hit_destination(&prefixes[2..]),
+            Some("3.3.3.3".parse().unwrap()),
+            "a host route is hit on itself"
+        );
+        assert_eq!(
+            hit_destination(&["2001:db8::/32".parse().unwrap()]),
+            Some("2001:db8::1".parse().unwrap())
+        );
+        assert_eq!(hit_destination(&[]), None);
+    }
+
+    #[test]
+    fn sizes_must_ascend_and_fit_the_file() {
+        assert!(check_sizes(&[0, 64, 1000], 1000, 1000).is_ok());
+        assert!(matches!(
+            check_sizes(&[64, 0], 100, 100),
+            Err(BenchError::SizesNotAscending {
+                previous: 64,
+                next: 0
+            })
+        ));
+        assert!(matches!(
+            check_sizes(&[0, 2000], 2000, 10),
+            Err(BenchError::TooFewCidrs {
+                family: "IPv6",
+                wanted: 2000,
+                available: 10
+            })
+        ));
+    }
+
+    #[test]
+    fn capacity_grows_past_the_default_only_when_needed() {
+        assert_eq!(map_capacity(0), DEFAULT_MAP_CAPACITY);
+        assert_eq!(map_capacity(64), DEFAULT_MAP_CAPACITY);
+        assert_eq!(map_capacity(100_000), 100_000);
+    }
+}
