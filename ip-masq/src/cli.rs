@@ -142,6 +142,12 @@ pub struct RunArgs {
     /// no regular files).
     #[arg(long, value_name = "DIR", default_value = crate::state::DEFAULT_STATE_DIR)]
     pub state_dir: PathBuf,
+
+    /// Source-port ranges for MASQUERADE, e.g. `1024-29999,32768-65535`:
+    /// new TCP, UDP and SCTP connections are spread over them in proportion
+    /// to their sizes.
+    #[arg(long, value_name = "RANGES")]
+    pub to_ports: Option<crate::ports::PortRanges>,
 }
 
 #[derive(Debug, Args)]

@@ -223,6 +223,7 @@ pub fn cleanup(args: &CleanupArgs) -> Result<String, CommandError> {
         // Removal goes by chain name and jump only; these two do not matter.
         datapath: crate::datapath::DatapathMode::default(),
         pin_dir: args.pin_path.clone(),
+        to_ports: crate::ports::PortRanges::default(),
     };
     // Refuse before touching anything while an agent still runs: it would
     // put everything back, and half a cleanup helps nobody.

@@ -19,6 +19,7 @@ pub mod http;
 pub mod interfaces;
 pub mod metrics;
 pub mod packet;
+pub mod ports;
 pub mod rules;
 pub mod source;
 pub mod status;

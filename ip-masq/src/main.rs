@@ -77,6 +77,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             random_fully,
             datapath: args.datapath,
             pin_dir: args.pin_path.clone(),
+            to_ports: args.to_ports.unwrap_or_default(),
         },
         selector,
         pin_dir: args.pin_path,

@@ -7,10 +7,15 @@
 //!
 //! The chain, in order:
 //! 1. `tc` mode only: RETURN packets the TC classifier marked (pod traffic);
-//! 2. RETURN packets the pinned socket filter matches (`-m bpf`, xt_bpf). In
-//!    `tc` mode only for local sources (`--src-type LOCAL`): traffic the
-//!    node sends itself never crosses the classifier. In `xt-bpf` mode for
-//!    everything;
+//! 2. RETURN packets the pinned socket filter matches (`-m bpf`, xt_bpf):
+//!    the same destination lookup, for every new connection the classifier
+//!    did not mark. In `tc` mode that is traffic that never crossed a pod
+//!    interface (the node's own, and connections from outside into pods,
+//!    which enter on the uplink) and pod traffic to masqueraded
+//!    destinations, which the lookup confirms. The nat table sees only a
+//!    connection's first packet, so this costs one lookup per such
+//!    connection, and decisions match ip-masq-agent's, which go by
+//!    destination whatever the source;
 //! 3. MASQUERADE.
 
 use std::{
@@ -20,6 +25,8 @@ use std::{
 };
 
 use thiserror::Error;
+
+use crate::ports::PortRanges;
 
 use crate::datapath::{DatapathMode, xt_bpf_pin_path};
 
@@ -33,8 +40,7 @@ fn jump_comment(chain: &str) -> String {
 }
 const KEEP_COMMENT: &str =
     "ip-masq: destination is non-masquerade (mark set by the eBPF classifier)";
-const NODE_KEEP_COMMENT: &str =
-    "ip-masq: node-originated traffic to a non-masquerade destination (eBPF xt_bpf lookup)";
+const NODE_KEEP_COMMENT: &str = "ip-masq: destination is non-masquerade, for traffic the classifier did not mark (eBPF xt_bpf lookup)";
 const XT_BPF_KEEP_COMMENT: &str = "ip-masq: destination is non-masquerade (eBPF xt_bpf lookup)";
 /// Longest path xt_bpf accepts, without its terminating NUL (`XT_BPF_PATH_MAX - 1`).
 const XT_BPF_PATH_MAX: usize = 511;
@@ -76,6 +82,8 @@ pub struct RuleSet {
     /// The pin directory (`--pin-path`), where the xt_bpf rules find their
     /// socket filters. It must pass [`validate_pin_path`].
     pub pin_dir: PathBuf,
+    /// `--to-ports`: per-protocol MASQUERADE rules over these source ports.
+    pub to_ports: PortRanges,
 }
 
 impl RuleSet {
@@ -115,17 +123,31 @@ impl RuleSet {
                 let mark = format!("{:#x}/{:#x}", self.mark, self.mark);
                 format!(
                     "-A {chain} -m comment --comment \"{KEEP_COMMENT}\" -m mark --mark {mark} -j RETURN\n\
-                     -A {chain} -m comment --comment \"{NODE_KEEP_COMMENT}\" -m addrtype --src-type LOCAL -m bpf --object-pinned {program} -j RETURN\n"
+                     -A {chain} -m comment --comment \"{NODE_KEEP_COMMENT}\" -m bpf --object-pinned {program} -j RETURN\n"
                 )
             }
             DatapathMode::XtBpf => format!(
                 "-A {chain} -m comment --comment \"{XT_BPF_KEEP_COMMENT}\" -m bpf --object-pinned {program} -j RETURN\n"
             ),
         };
+        // --to-ports needs a protocol with ports; each protocol spreads its
+        // new connections over the ranges in proportion to their sizes.
+        let mut port_rules = String::new();
+        for protocol in ["tcp", "udp", "sctp"] {
+            for (range, probability) in self.to_ports.spread() {
+                let statistic = probability
+                    .map(|p| format!(" -m statistic --mode random --probability {p:.10}"))
+                    .unwrap_or_default();
+                port_rules.push_str(&format!(
+                    "-A {chain} -p {protocol} -m comment --comment \"{MASQ_COMMENT}\"{statistic} -j MASQUERADE --to-ports {range}{random_fully}\n"
+                ));
+            }
+        }
         format!(
             "*nat\n\
              :{chain} - [0:0]\n\
              {keep_rules}\
+             {port_rules}\
              -A {chain} -m comment --comment \"{MASQ_COMMENT}\" -j MASQUERADE{random_fully}\n\
              COMMIT\n"
         )
@@ -479,6 +501,7 @@ mod tests {
             random_fully: true,
             datapath: DatapathMode::Tc,
             pin_dir: PathBuf::from("/sys/fs/bpf/ip-masq"),
+            to_ports: PortRanges::default(),
         }
     }
 
@@ -489,7 +512,7 @@ mod tests {
             "*nat\n\
              :IP-MASQ-AGENT - [0:0]\n\
              -A IP-MASQ-AGENT -m comment --comment \"ip-masq: destination is non-masquerade (mark set by the eBPF classifier)\" -m mark --mark 0x2000/0x2000 -j RETURN\n\
-             -A IP-MASQ-AGENT -m comment --comment \"ip-masq: node-originated traffic to a non-masquerade destination (eBPF xt_bpf lookup)\" -m addrtype --src-type LOCAL -m bpf --object-pinned /sys/fs/bpf/ip-masq/xt_bpf_v4 -j RETURN\n\
+             -A IP-MASQ-AGENT -m comment --comment \"ip-masq: destination is non-masquerade, for traffic the classifier did not mark (eBPF xt_bpf lookup)\" -m bpf --object-pinned /sys/fs/bpf/ip-masq/xt_bpf_v4 -j RETURN\n\
              -A IP-MASQ-AGENT -m comment --comment \"ip-masq-agent: outbound traffic is subject to MASQUERADE (must be last in chain)\" -j MASQUERADE --random-fully\n\
              COMMIT\n"
         );
@@ -498,9 +521,7 @@ mod tests {
     #[test]
     fn ipv6_chain_runs_the_ipv6_program() {
         let input = rules().chain_restore_input(Family::V6);
-        assert!(input.contains(
-            "-m addrtype --src-type LOCAL -m bpf --object-pinned /sys/fs/bpf/ip-masq/xt_bpf_v6 -j RETURN\n"
-        ));
+        assert!(input.contains("-m bpf --object-pinned /sys/fs/bpf/ip-masq/xt_bpf_v6 -j RETURN\n"));
         assert!(!input.contains("xt_bpf_v4"));
     }
 
@@ -585,6 +606,35 @@ mod tests {
         assert_eq!(validate_pin_path(Path::new(&fits)), Ok(()));
         let too_long = format!("{fits}a");
         assert!(validate_pin_path(Path::new(&too_long)).is_err());
+    }
+
+    #[test]
+    fn to_ports_adds_per_protocol_spread_rules_before_the_final_masquerade() {
+        let input = RuleSet {
+            to_ports: "1024-29999,32768-65535".parse().unwrap(),
+            ..rules()
+        }
+        .chain_restore_input(Family::V4);
+        let lines: Vec<&str> = input.lines().collect();
+        // *nat, chain, two RETURNs, 3 protocols x 2 ranges, MASQUERADE, COMMIT
+        assert_eq!(lines.len(), 2 + 2 + 6 + 1 + 1, "{input}");
+        for (index, protocol) in ["tcp", "udp", "sctp"].into_iter().enumerate() {
+            let first = lines[4 + 2 * index];
+            let second = lines[5 + 2 * index];
+            assert!(first.contains(&format!("-p {protocol} ")), "{first}");
+            assert!(
+                first.ends_with("-m statistic --mode random --probability 0.4692925628 -j MASQUERADE --to-ports 1024-29999 --random-fully"),
+                "{first}"
+            );
+            assert!(second.contains(&format!("-p {protocol} ")), "{second}");
+            assert!(
+                second.ends_with("-j MASQUERADE --to-ports 32768-65535 --random-fully"),
+                "{second}"
+            );
+            assert!(!second.contains("statistic"));
+        }
+        assert!(lines[10].ends_with("-j MASQUERADE --random-fully"));
+        assert_eq!(lines[11], "COMMIT");
     }
 
     #[test]

@@ -363,6 +363,17 @@ pub fn try_observed_source(
     destination: IpAddr,
     timeout: Duration,
 ) -> std::io::Result<IpAddr> {
+    observe(client, server, None, destination, timeout).map(|peer| peer.ip())
+}
+
+/// Like [`try_observed_source`], returning the source port too: what a
+/// `--to-ports` test needs.
+pub fn try_observed_peer(
+    client: &Netns,
+    server: &Netns,
+    destination: IpAddr,
+    timeout: Duration,
+) -> std::io::Result<SocketAddr> {
     observe(client, server, None, destination, timeout)
 }
 
@@ -376,7 +387,7 @@ pub fn try_observed_source_from(
     destination: IpAddr,
     timeout: Duration,
 ) -> std::io::Result<IpAddr> {
-    observe(client, server, Some(source), destination, timeout)
+    observe(client, server, Some(source), destination, timeout).map(|peer| peer.ip())
 }
 
 fn observe(
@@ -385,14 +396,14 @@ fn observe(
     source: Option<IpAddr>,
     destination: IpAddr,
     timeout: Duration,
-) -> std::io::Result<IpAddr> {
+) -> std::io::Result<SocketAddr> {
     let listener = server.enter(move || TcpListener::bind(SocketAddr::new(destination, 0)))?;
     let port = listener.local_addr()?.port();
     // Non-blocking accept polled against a deadline, so a failed connect
     // never leaves the server thread waiting forever.
     listener.set_nonblocking(true)?;
     let accept_deadline = std::time::Instant::now() + timeout + Duration::from_secs(1);
-    let server_side = std::thread::spawn(move || -> std::io::Result<IpAddr> {
+    let server_side = std::thread::spawn(move || -> std::io::Result<SocketAddr> {
         let (mut stream, peer) = loop {
             match listener.accept() {
                 Ok(accepted) => break accepted,
@@ -414,7 +425,7 @@ fn observe(
         stream.read_exact(&mut greeting)?;
         stream.write_all(peer.ip().to_string().as_bytes())?;
         stream.shutdown(Shutdown::Write)?;
-        Ok(peer.ip())
+        Ok(peer)
     });
     let reply = client.enter(move || -> std::io::Result<String> {
         let mut stream = connect(source, SocketAddr::new(destination, port), timeout)?;
@@ -430,7 +441,7 @@ fn observe(
     // The client got back what the server saw: both ends agree.
     assert_eq!(
         reply,
-        seen.to_string(),
+        seen.ip().to_string(),
         "server reply disagrees with accept()"
     );
     Ok(seen)

@@ -6,7 +6,7 @@ use std::{net::IpAddr, time::Duration};
 
 use lab::{
     Lab, LabOptions,
-    topology::{EXTERNAL_INSIDE_V4, EXTERNAL_OUTSIDE_V4, NODE_UPLINK_V4},
+    topology::{EXTERNAL_INSIDE_V4, EXTERNAL_OUTSIDE_V4, NODE_UPLINK_V4, try_observed_peer},
     wait_until,
 };
 
@@ -141,7 +141,9 @@ fn duplicate_jumps_are_collapsed_and_a_removed_jump_comes_back() {
         "jump restored"
     );
     assert!(
-        agent.log().contains("POSTROUTING jump was missing or duplicated; repaired"),
+        agent
+            .log()
+            .contains("POSTROUTING jump was missing or duplicated; repaired"),
         "{}",
         agent.log()
     );
@@ -170,4 +172,55 @@ fn random_fully_flag() {
         rules.iter().all(|rule| !rule.contains("random-fully")),
         "{rules:#?}"
     );
+}
+
+#[test]
+fn to_ports_puts_masqueraded_source_ports_in_the_ranges() {
+    let lab = Lab::new(LabOptions::default());
+    // Two small ranges of equal size, so both are hit in a few dozen tries.
+    let _agent = lab.start_agent(&["--to-ports", "40000-40099,50000-50099"]);
+    let rules = chain_rules(&lab);
+    for protocol in ["tcp", "udp", "sctp"] {
+        assert_eq!(
+            rules
+                .iter()
+                .filter(
+                    |rule| rule.contains(&format!("-p {protocol} ")) && rule.contains("--to-ports")
+                )
+                .count(),
+            2,
+            "{rules:#?}"
+        );
+    }
+    let pod = &lab.pods[0];
+    let node: IpAddr = NODE_UPLINK_V4.parse().unwrap();
+    let (mut low, mut high) = (0, 0);
+    for _ in 0..60 {
+        let peer = try_observed_peer(
+            &pod.netns,
+            &lab.external,
+            EXTERNAL_OUTSIDE_V4.parse().unwrap(),
+            Duration::from_secs(3),
+        )
+        .unwrap();
+        assert_eq!(peer.ip(), node, "masqueraded");
+        match peer.port() {
+            40000..=40099 => low += 1,
+            50000..=50099 => high += 1,
+            other => panic!("source port {other} outside --to-ports"),
+        }
+    }
+    println!("--to-ports spread over 60 connections: {low} low, {high} high");
+    // Equal halves: each range gets some; 60 fair coin flips all landing on
+    // one side has probability 2^-59.
+    assert!(low > 0 && high > 0, "low {low}, high {high}");
+    // Non-masqueraded traffic keeps its own source port range.
+    let inside = try_observed_peer(
+        &pod.netns,
+        &lab.external,
+        EXTERNAL_INSIDE_V4.parse().unwrap(),
+        Duration::from_secs(3),
+    )
+    .unwrap();
+    assert_eq!(inside.ip(), pod.ipv4);
 }
