@@ -61,13 +61,6 @@ pub const ENTERPRISE_RANGE: &str = "10.50.0.0/16";
 pub const INTERNET_HOST_V4: Ipv4Addr = Ipv4Addr::new(203, 0, 113, 5);
 /// The agent config on every node.
 pub const AGENT_CONFIG: &str = "nonMasqueradeCIDRs:\n  - 10.0.0.0/8\n";
-/// Interfaces the agent classifies on: the pods' veths and the uplink.
-/// The uplink is listed because the chain masquerades every unmarked
-/// forwarded packet, and a connection the enterprise host opens towards a
-/// pod enters the node there; unmarked, the pod would see the bridge's
-/// address instead of the client's.
-pub const AGENT_INTERFACES: &str = "eth0,veth*";
-
 /// How long a probe connection may take before it counts as failed.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -110,13 +103,15 @@ pub struct RoutedLabOptions {
 }
 
 impl RoutedLabOptions {
-    /// Two nodes, with two pods and one pod; the agent classifies on
-    /// [`AGENT_INTERFACES`] with the default (tc) datapath.
+    /// Two nodes, with two pods and one pod; the agent runs with its
+    /// defaults (tc datapath, every veth). Connections the enterprise host
+    /// opens into pods enter on the uplink, which carries no classifier:
+    /// the chain's xt_bpf rule decides them by destination.
     pub fn new(protocol: Protocol) -> Self {
         Self {
             protocol,
             pods_per_node: vec![2, 1],
-            agent_args: vec!["--interfaces".into(), AGENT_INTERFACES.into()],
+            agent_args: Vec::new(),
         }
     }
 }

@@ -190,7 +190,7 @@ fn tc_mode_node_traffic_from_a_secondary_address() {
         );
         assert!(
             rules[1].contains(&format!(
-                "-m addrtype --src-type LOCAL -m bpf --object-pinned {}/{pin} -j RETURN",
+                "-m bpf --object-pinned {}/{pin} -j RETURN",
                 pin_dir.display()
             )),
             "{rules:#?}"
