@@ -27,8 +27,10 @@ const APT_TOOLS: &[(&str, &str)] = &[
     ("c++", "g++"),
 ];
 
-/// Python modules the tests use, with the Debian package that provides each.
-const PYTHON_MODULES: &[(&str, &str)] = &[("prometheus_client", "python3-prometheus-client")];
+/// Python packages the tests run as independent checkers (the Kubernetes
+/// manifest validator and the Prometheus text parser), pinned, installed
+/// into `target/python-venv` (see `tests/src/python.rs`).
+const PYTHON_PACKAGES: &[&str] = &["kubernetes-validate==1.37.0", "prometheus-client==0.26.0"];
 
 /// The bpf-linker release line that matches aya 0.14.
 const BPF_LINKER_VERSION: &str = "0.13";
@@ -41,6 +43,7 @@ pub fn setup() -> anyhow::Result<()> {
     ensure_rust_src()?;
     ensure_bpf_linker()?;
     ensure_cargo_fuzz()?;
+    ensure_python_venv()?;
     println!("setup: everything is in place");
     Ok(())
 }
@@ -53,11 +56,47 @@ fn have_command(name: &str) -> bool {
         || Path::new("/usr/lib/frr/zebra").exists() && name == "zebra"
 }
 
-fn have_python_module(module: &str) -> bool {
-    Command::new("python3")
-        .args(["-c", &format!("import {module}")])
+/// The virtualenv with the Python checkers; recreated only when an import
+/// fails.
+fn ensure_python_venv() -> anyhow::Result<()> {
+    let venv = workspace_root().join("target").join("python-venv");
+    let python = venv.join("bin").join("python");
+    let ready = Command::new(&python)
+        .args(["-c", "import kubernetes_validate, prometheus_client"])
+        .output()
+        .is_ok_and(|output| output.status.success());
+    if ready {
+        return Ok(());
+    }
+    println!(
+        "setup: creating {} with {}",
+        venv.display(),
+        PYTHON_PACKAGES.join(" ")
+    );
+    let created = Command::new("python3")
+        .args(["-m", "venv", "--clear"])
+        .arg(&venv)
         .status()
-        .is_ok_and(|s| s.success())
+        .is_ok_and(|status| status.success());
+    if !created {
+        // Debian's own python3 keeps venv in a separate package.
+        apt_install(&["python3-venv"])?;
+        run(Command::new("/usr/bin/python3")
+            .args(["-m", "venv", "--clear"])
+            .arg(&venv))?;
+    }
+    run(Command::new(venv.join("bin").join("pip"))
+        .args(["install", "--quiet", "--disable-pip-version-check"])
+        .args(PYTHON_PACKAGES))
+}
+
+fn apt_install(packages: &[&str]) -> anyhow::Result<()> {
+    println!("setup: installing {}", packages.join(" "));
+    run(Command::new("apt-get").args(["update", "-qq"]))?;
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-qq", "--no-install-recommends"])
+        .args(packages)
+        .env("DEBIAN_FRONTEND", "noninteractive"))
 }
 
 fn ensure_apt_packages() -> anyhow::Result<()> {
@@ -69,23 +108,12 @@ fn ensure_apt_packages() -> anyhow::Result<()> {
     if !Path::new("/usr/lib/frr/zebra").exists() {
         missing.push("frr");
     }
-    missing.extend(
-        PYTHON_MODULES
-            .iter()
-            .filter(|(module, _)| !have_python_module(module))
-            .map(|(_, package)| *package),
-    );
     missing.sort_unstable();
     missing.dedup();
     if missing.is_empty() {
         return Ok(());
     }
-    println!("setup: installing {}", missing.join(" "));
-    run(Command::new("apt-get").args(["update", "-qq"]))?;
-    run(Command::new("apt-get")
-        .args(["install", "-y", "-qq", "--no-install-recommends"])
-        .args(&missing)
-        .env("DEBIAN_FRONTEND", "noninteractive"))
+    apt_install(&missing)
 }
 
 fn nightly_output(args: &[&str]) -> anyhow::Result<String> {
@@ -145,11 +173,17 @@ fn ensure_bpf_linker() -> anyhow::Result<()> {
         .filter_map(Result::ok)
         .map(|entry| entry.path())
         .find(|path| {
-            path.file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.starts_with(&format!("libLLVM.so.{llvm_major}")) || n.starts_with(&format!("libLLVM-{llvm_major}")))
+            path.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
+                n.starts_with(&format!("libLLVM.so.{llvm_major}"))
+                    || n.starts_with(&format!("libLLVM-{llvm_major}"))
+            })
         })
-        .with_context(|| format!("nightly ships no libLLVM {llvm_major} under {}", sysroot.display()))?;
+        .with_context(|| {
+            format!(
+                "nightly ships no libLLVM {llvm_major} under {}",
+                sysroot.display()
+            )
+        })?;
     // bpf-linker's build looks for LLVM under LLVM_PREFIX/lib; point it at
     // the nightly compiler's own LLVM so the two always match.
     let prefix = workspace_root().join("target").join("llvm-prefix");
@@ -157,7 +191,9 @@ fn ensure_bpf_linker() -> anyhow::Result<()> {
     let link = prefix.join("lib").join("libLLVM.so");
     let _ = std::fs::remove_file(&link);
     std::os::unix::fs::symlink(&library, &link)?;
-    println!("setup: building bpf-linker {BPF_LINKER_VERSION} against LLVM {llvm_major} (takes a few minutes)");
+    println!(
+        "setup: building bpf-linker {BPF_LINKER_VERSION} against LLVM {llvm_major} (takes a few minutes)"
+    );
     run(Command::new("cargo")
         .args([
             "install",
