@@ -13,8 +13,8 @@ pub struct PortRange {
 }
 
 impl PortRange {
-    /// Number of ports in the range.
-    pub fn len(self) -> u32 {
+    /// Number of ports in the range (never zero).
+    pub fn port_count(self) -> u32 {
         u32::from(self.last) - u32::from(self.first) + 1
     }
 
@@ -66,14 +66,14 @@ impl PortRanges {
     /// new connections over the ranges in proportion to their sizes. The
     /// last range always gets `None` (it takes whatever is left).
     pub fn spread(&self) -> Vec<(PortRange, Option<f64>)> {
-        let mut remaining: u32 = self.0.iter().map(|r| r.len()).sum();
+        let mut remaining: u32 = self.0.iter().map(|r| r.port_count()).sum();
         let mut rules = Vec::with_capacity(self.0.len());
         for (index, range) in self.0.iter().enumerate() {
             if index + 1 == self.0.len() {
                 rules.push((*range, None));
             } else {
-                rules.push((*range, Some(f64::from(range.len()) / f64::from(remaining))));
-                remaining -= range.len();
+                rules.push((*range, Some(f64::from(range.port_count()) / f64::from(remaining))));
+                remaining -= range.port_count();
             }
         }
         rules

@@ -36,8 +36,8 @@ pub fn run() -> anyhow::Result<()> {
     ];
     println!();
     println!(
-        "{:<22} {:<15} {:<40} {:<15} {:<10} {}",
-        "POD", "DESTINATION", "WHY", "SEEN SOURCE", "MEANS", "OK"
+        "{:<22} {:<15} {:<40} {:<15} {:<10} OK",
+        "POD", "DESTINATION", "WHY", "SEEN SOURCE", "MEANS"
     );
     let mut all_ok = true;
     for pod in &lab.pods {
