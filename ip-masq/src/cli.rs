@@ -18,7 +18,7 @@ pub const DEFAULT_METRICS_ADDRESS: &str = "127.0.0.1:9483";
 pub const DEFAULT_PIN_PATH: &str = "/sys/fs/bpf/ip-masq";
 
 /// Decides which pod traffic is masqueraded, with an eBPF classifier and
-/// two static iptables rules instead of one rule per CIDR.
+/// three static iptables rules instead of one rule per CIDR.
 ///
 /// Exit codes: 0 success; 1 a check found problems (`check`); 2 usage or
 /// runtime error.
@@ -95,6 +95,13 @@ pub struct ConfigArgs {
     #[arg(long, value_name = "N", default_value_t = ip_masq_common::DEFAULT_MAP_CAPACITY,
           value_parser = clap::value_parser!(u32).range(1..=16_777_216))]
     pub max_cidrs: u32,
+
+    /// Largest config file accepted, in bytes. The default, 1 MiB, is also
+    /// the most a ConfigMap holds; a list delivered another way (a hostPath
+    /// file) may need more: 100,000 CIDRs take about 2 MiB.
+    #[arg(long, value_name = "BYTES", default_value_t = crate::config::MAX_CONFIG_BYTES as u64,
+          value_parser = clap::value_parser!(u64).range(1024..=64 * 1024 * 1024))]
+    pub max_config_bytes: u64,
 }
 
 #[derive(Debug, Args)]
@@ -341,6 +348,24 @@ mod tests {
         assert!(Cli::try_parse_from(["ip-masq", "run", "--pin-path", "/run/bpf/x"]).is_ok());
         assert!(Cli::try_parse_from(["ip-masq", "run", "--pin-path", "rel/x"]).is_err());
         assert!(Cli::try_parse_from(["ip-masq", "run", "--pin-path", "/a b"]).is_err());
+    }
+
+    #[test]
+    fn config_size_limit_defaults_to_one_mib_and_is_bounded() {
+        let limit = |args: &[&str]| {
+            let cli = Cli::try_parse_from(["ip-masq", "check"].iter().chain(args))?;
+            let Command::Check(check) = cli.command else {
+                panic!("expected check")
+            };
+            Ok::<_, clap::Error>(check.config.max_config_bytes)
+        };
+        assert_eq!(limit(&[]).unwrap(), 1024 * 1024);
+        assert_eq!(
+            limit(&["--max-config-bytes", "4194304"]).unwrap(),
+            4 * 1024 * 1024
+        );
+        assert!(limit(&["--max-config-bytes", "100"]).is_err());
+        assert!(limit(&["--max-config-bytes", "68719476736"]).is_err());
     }
 
     #[test]

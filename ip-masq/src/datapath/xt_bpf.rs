@@ -26,8 +26,9 @@ use crate::rules::Family;
 /// (`--datapath`).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
 pub enum DatapathMode {
-    /// A TC classifier on every pod interface marks pod traffic; the
-    /// xt_bpf match judges only traffic the node sends itself.
+    /// A TC classifier on every pod interface marks pod traffic per packet;
+    /// the xt_bpf match judges the first packet of what it did not mark
+    /// (the node's own traffic, connections from outside into pods).
     #[default]
     Tc,
     /// The xt_bpf match judges all traffic in the nat chain, which sees only
