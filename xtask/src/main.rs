@@ -6,10 +6,12 @@
 mod demo;
 mod routed_demo;
 mod setup;
+mod tally;
 
 use std::{
+    io::{BufRead as _, BufReader},
     path::{Path, PathBuf},
-    process::Command,
+    process::{Command, Stdio},
 };
 
 use anyhow::{Context as _, bail};
@@ -112,8 +114,25 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
         bail!("the suite includes root tests (namespaces, BPF, iptables): run it as root");
     }
     build_agent()?;
-    run(Command::new("cargo")
+    // Output streams through as it comes; the totals close the run.
+    let mut child = Command::new("cargo")
         .args(["test", "--workspace", "--exclude", "ip-masq-ebpf"])
         .args(extra)
-        .current_dir(workspace_root()))
+        .current_dir(workspace_root())
+        .stdout(Stdio::piped())
+        .spawn()
+        .context("cannot run cargo test")?;
+    let mut tally = tally::Tally::default();
+    let stdout = child.stdout.take().expect("stdout is piped");
+    for line in BufReader::new(stdout).lines() {
+        let line = line.context("read cargo test output")?;
+        println!("{line}");
+        tally.add_line(&line);
+    }
+    let status = child.wait().context("wait for cargo test")?;
+    println!("{}", tally.closing_line());
+    if !status.success() {
+        bail!("cargo test failed: {status}");
+    }
+    Ok(())
 }
