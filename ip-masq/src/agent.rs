@@ -46,6 +46,8 @@ pub struct AgentOptions {
     pub metrics_address: std::net::SocketAddr,
     /// Directory of the state file that `ip-masq status` reads.
     pub state_dir: PathBuf,
+    /// Largest config file accepted (`--max-config-bytes`).
+    pub max_config_bytes: usize,
 }
 
 /// Errors that stop the agent.
@@ -296,7 +298,7 @@ impl Agent {
     fn reload(&mut self) -> Option<ReloadOutcome> {
         let path = &self.options.config_path;
         let started = Instant::now();
-        let bytes = match source::read_config(path) {
+        let bytes = match source::read_config_with_limit(path, self.options.max_config_bytes) {
             Ok(bytes) => bytes,
             Err(err) => {
                 let error = error_chain(&err);
@@ -318,7 +320,9 @@ impl Agent {
                 config: MasqConfig::defaults(self.options.parse),
                 warnings: Vec::new(),
             }),
-            Some(bytes) => config::parse(bytes, self.options.parse),
+            Some(bytes) => {
+                config::parse_with_limit(bytes, self.options.parse, self.options.max_config_bytes)
+            }
         };
         let parsed = match parsed {
             Ok(parsed) => parsed,

@@ -87,7 +87,9 @@ fn family_name(prefix: &IpNet) -> &'static str {
 pub fn check(args: &CheckArgs) -> Result<String, CommandError> {
     let options = args.config.parse_options();
     let path = args.config.config.display().to_string();
-    let (parsed, from_file) = match source::read_config(&args.config.config)? {
+    let max_bytes = args.config.max_config_bytes as usize;
+    let (parsed, from_file) = match source::read_config_with_limit(&args.config.config, max_bytes)?
+    {
         None => (
             config::ParsedConfig {
                 config: MasqConfig::defaults(options),
@@ -96,9 +98,11 @@ pub fn check(args: &CheckArgs) -> Result<String, CommandError> {
             false,
         ),
         Some(bytes) => (
-            config::parse(&bytes, options).map_err(|source| CommandError::Invalid {
-                path: path.clone(),
-                source,
+            config::parse_with_limit(&bytes, options, max_bytes).map_err(|source| {
+                CommandError::Invalid {
+                    path: path.clone(),
+                    source,
+                }
             })?,
             true,
         ),

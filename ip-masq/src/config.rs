@@ -164,10 +164,23 @@ const KNOWN_KEYS: [&str; 6] = [
 /// # Errors
 /// Returns [`ConfigError`]; `Invalid` lists every bad value, not just the first.
 pub fn parse(bytes: &[u8], options: ParseOptions) -> Result<ParsedConfig, ConfigError> {
-    if bytes.len() > MAX_CONFIG_BYTES {
+    parse_with_limit(bytes, options, MAX_CONFIG_BYTES)
+}
+
+/// [`parse`] with a size limit other than [`MAX_CONFIG_BYTES`]
+/// (`--max-config-bytes`).
+///
+/// # Errors
+/// As [`parse`]; `TooLarge` is judged against `max_bytes`.
+pub fn parse_with_limit(
+    bytes: &[u8],
+    options: ParseOptions,
+    max_bytes: usize,
+) -> Result<ParsedConfig, ConfigError> {
+    if bytes.len() > max_bytes {
         return Err(ConfigError::TooLarge {
             size: bytes.len(),
-            max: MAX_CONFIG_BYTES,
+            max: max_bytes,
         });
     }
     let text = std::str::from_utf8(bytes).map_err(|err| ConfigError::NotUtf8 {
@@ -724,6 +737,24 @@ mod tests {
             parse(&huge, V4_ONLY),
             Err(ConfigError::TooLarge { .. })
         ));
+    }
+
+    #[test]
+    fn a_raised_size_limit_admits_a_larger_file_and_no_more() {
+        let mut large = b"nonMasqueradeCIDRs: [10.0.0.0/8]\n".to_vec();
+        large.resize(MAX_CONFIG_BYTES + 100, b'#');
+        let parsed = parse_with_limit(&large, V4_ONLY, MAX_CONFIG_BYTES + 100).unwrap();
+        assert_eq!(
+            parsed.config.non_masquerade_cidrs,
+            ["10.0.0.0/8".parse::<IpNet>().unwrap()]
+        );
+        assert_eq!(
+            parse_with_limit(&large, V4_ONLY, MAX_CONFIG_BYTES + 99),
+            Err(ConfigError::TooLarge {
+                size: MAX_CONFIG_BYTES + 100,
+                max: MAX_CONFIG_BYTES + 99
+            })
+        );
     }
 
     #[test]

@@ -84,6 +84,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         max_entries: args.config.max_cidrs,
         metrics_address: args.metrics_address,
         state_dir: args.state_dir,
+        max_config_bytes: args.config.max_config_bytes as usize,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

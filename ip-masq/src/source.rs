@@ -38,6 +38,15 @@ pub enum ReadError {
 /// # Errors
 /// [`ReadError`] for directories, dangling symlinks, oversized files and I/O errors.
 pub fn read_config(path: &Path) -> Result<Option<Vec<u8>>, ReadError> {
+    read_config_with_limit(path, MAX_CONFIG_BYTES)
+}
+
+/// [`read_config`] with a size limit other than [`MAX_CONFIG_BYTES`]
+/// (`--max-config-bytes`).
+///
+/// # Errors
+/// As [`read_config`]; `TooLarge` is judged against `max_bytes`.
+pub fn read_config_with_limit(path: &Path, max_bytes: usize) -> Result<Option<Vec<u8>>, ReadError> {
     match fs::metadata(path) {
         Ok(meta) if meta.is_dir() => {
             return Err(ReadError::Directory {
@@ -66,16 +75,16 @@ pub fn read_config(path: &Path) -> Result<Option<Vec<u8>>, ReadError> {
         source,
     })?;
     let mut bytes = Vec::new();
-    file.take(MAX_CONFIG_BYTES as u64 + 1)
+    file.take(max_bytes as u64 + 1)
         .read_to_end(&mut bytes)
         .map_err(|source| ReadError::Io {
             path: path.to_owned(),
             source,
         })?;
-    if bytes.len() > MAX_CONFIG_BYTES {
+    if bytes.len() > max_bytes {
         return Err(ReadError::TooLarge {
             path: path.to_owned(),
-            max: MAX_CONFIG_BYTES,
+            max: max_bytes,
         });
     }
     Ok(Some(bytes))
@@ -130,6 +139,19 @@ mod tests {
         assert!(matches!(
             read_config(&dir.join("huge")),
             Err(ReadError::TooLarge { .. })
+        ));
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_raised_size_limit_reads_a_larger_file_and_no_more() {
+        let dir = scratch("limit");
+        fs::write(dir.join("large"), vec![b'#'; MAX_CONFIG_BYTES + 10]).unwrap();
+        let bytes = read_config_with_limit(&dir.join("large"), MAX_CONFIG_BYTES + 10).unwrap();
+        assert_eq!(bytes.map(|b| b.len()), Some(MAX_CONFIG_BYTES + 10));
+        assert!(matches!(
+            read_config_with_limit(&dir.join("large"), MAX_CONFIG_BYTES + 9),
+            Err(ReadError::TooLarge { max, .. }) if max == MAX_CONFIG_BYTES + 9
         ));
         fs::remove_dir_all(dir).unwrap();
     }
