@@ -1,8 +1,9 @@
-//! Project tasks: `cargo xtask setup | build-ebpf | test | demo`.
+//! Project tasks: `cargo xtask setup | build-ebpf | test | demo | bench`.
 //!
 //! `test` and `demo` run `setup` first, so on a fresh machine they are the
 //! only commands a person needs.
 
+mod bench;
 mod demo;
 mod routed_demo;
 mod setup;
@@ -44,6 +45,17 @@ enum Task {
         #[arg(long)]
         routed: bool,
     },
+    /// Benchmark ip-masq against bare MASQUERADE and ip-masq-agent's
+    /// per-CIDR chain, side by side (needs root; about 5 minutes).
+    Bench {
+        /// A smoke run of a few seconds per phase, at small sizes.
+        #[arg(long)]
+        quick: bool,
+        /// Directory for results.md and results.json (relative to the
+        /// workspace root).
+        #[arg(long, value_name = "DIR", default_value = "bench")]
+        output: PathBuf,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -65,6 +77,21 @@ fn main() -> anyhow::Result<()> {
             } else {
                 demo::run()
             }
+        }
+        Task::Bench { quick, output } => {
+            setup::setup()?;
+            // An optimised agent: a debug build would measure the compiler's
+            // checks, not the agent.
+            run(Command::new("cargo")
+                .args(["build", "--release", "--package", "ip-masq"])
+                .args(["--bin", "ip-masq"])
+                .current_dir(workspace_root()))?;
+            let agent = workspace_root().join("target/release/ip-masq");
+            // SAFETY: still single-threaded here; the lab reads the variable
+            // to find the agent binary.
+            unsafe { std::env::set_var("IP_MASQ_BIN", agent) };
+            let output = workspace_root().join(output);
+            bench::run(&bench::Options { quick, output })
         }
     }
 }

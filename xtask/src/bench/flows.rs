@@ -1,0 +1,369 @@
+//! New flows per second from the pod to the external host through the
+//! node's NAT, contenders alternated within each round.
+//!
+//! Each flow is one UDP datagram from a fresh socket bound to a source port
+//! that no other flow of the measurement uses (ports and destination ports
+//! are walked in order, conntrack is flushed before every measurement), so
+//! every flow is a new conntrack entry and goes through the nat chain once.
+//! The flow count is what arrived at the external host's UDP layer; the
+//! growth of the node's conntrack table shows each arrival was a new entry.
+
+use std::{
+    net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket},
+    ops::Range,
+    os::fd::AsRawFd as _,
+    sync::{
+        Arc,
+        atomic::{AtomicBool, AtomicU64, Ordering},
+    },
+    thread::JoinHandle,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, ensure};
+use lab::{Netns, netns::enter_netns};
+use serde::Serialize;
+
+use super::{
+    bpfstats::{self, Totals},
+    counters::{self, ConntrackStats},
+    node::{Bed, Contender},
+};
+
+/// Destination ports of the sink; flows cycle through them.
+const SINK_PORTS: Range<u16> = 40_000..40_032;
+/// Source ports the generator binds, split between its threads.
+const SOURCE_PORTS: Range<u16> = 1024..65_535;
+
+/// Timing of one measurement.
+#[derive(Clone, Copy, Debug)]
+pub struct Window {
+    pub warmup: Duration,
+    pub length: Duration,
+}
+
+/// One measurement of one contender.
+#[derive(Clone, Debug, Serialize)]
+pub struct FlowSample {
+    pub contender: Contender,
+    pub round: usize,
+    /// Position in the run of this list size, for pairing with the
+    /// neighbouring bare-MASQUERADE measurement.
+    pub seq: usize,
+    pub flows_per_second: f64,
+    /// Flows that arrived during the window.
+    pub flows: u64,
+    /// Datagrams the generator sent during the window; more than `flows`
+    /// means some were lost on the way (queues overflowing under load).
+    pub sent: u64,
+    /// New conntrack entries per arrived flow in the node (1.0: every flow
+    /// was a new entry).
+    pub new_entries_per_flow: f64,
+    pub conntrack_drops: u64,
+    /// Source address the sink saw on the last datagram.
+    pub seen_source: Option<Ipv4Addr>,
+    /// What our BPF programs ran during the window, when measured (BPF
+    /// statistics cost time of their own, so such samples are not used for
+    /// ratios).
+    pub bpf: Option<Totals>,
+}
+
+impl FlowSample {
+    /// CPU time one flow took, assuming the generator kept `cpus` CPUs busy.
+    pub fn cpu_ns_per_flow(&self, cpus: usize) -> f64 {
+        cpus as f64 * 1e9 / self.flows_per_second
+    }
+
+    /// BPF run time per flow, when measured.
+    pub fn bpf_ns_per_flow(&self) -> Option<f64> {
+        let bpf = self.bpf?;
+        Some((bpf.classifier_ns + bpf.xt_bpf_ns) as f64 / self.flows.max(1) as f64)
+    }
+}
+
+/// The external host's UDP sink: bound sockets that nobody reads during a
+/// measurement (datagrams past their tiny buffer are dropped on arrival,
+/// which still counts as arrival).
+pub struct Sink {
+    sockets: Vec<UdpSocket>,
+}
+
+impl Sink {
+    pub fn open(external: &Netns, address: Ipv4Addr) -> anyhow::Result<Self> {
+        let sockets = external.enter(move || -> std::io::Result<Vec<UdpSocket>> {
+            SINK_PORTS
+                .map(|port| {
+                    let socket = UdpSocket::bind(SocketAddrV4::new(address, port))?;
+                    socket.set_nonblocking(true)?;
+                    set_receive_buffer(&socket, 4096)?;
+                    Ok(socket)
+                })
+                .collect()
+        })?;
+        Ok(Self { sockets })
+    }
+
+    /// Empties every socket; returns the source of the last datagram read.
+    pub fn drain(&self) -> Option<Ipv4Addr> {
+        let mut buffer = [0u8; 64];
+        let mut last = None;
+        for socket in &self.sockets {
+            while let Ok((_, SocketAddr::V4(from))) = socket.recv_from(&mut buffer) {
+                last = Some(*from.ip());
+            }
+        }
+        last
+    }
+}
+
+fn set_receive_buffer(socket: &UdpSocket, bytes: libc::c_int) -> std::io::Result<()> {
+    // SAFETY: a valid socket fd and a c_int option value of the right size.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&raw const bytes).cast(),
+            size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
+
+/// The source ports thread `index` of `threads` binds.
+pub fn thread_ports(index: usize, threads: usize) -> Range<u16> {
+    let total = usize::from(SOURCE_PORTS.end - SOURCE_PORTS.start);
+    let share = total / threads;
+    let start = usize::from(SOURCE_PORTS.start) + index * share;
+    start as u16..(start + share) as u16
+}
+
+/// Load generator threads inside the pod namespace.
+struct Generator {
+    stop: Arc<AtomicBool>,
+    /// Datagrams sent so far, one counter per thread (each written by its
+    /// thread only, so no cache line bounces between them per flow).
+    sent: Vec<Arc<AtomicU64>>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+impl Generator {
+    fn start(pod: &Netns, destination: Ipv4Addr, threads: usize) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let sent: Vec<Arc<AtomicU64>> = (0..threads).map(|_| Arc::default()).collect();
+        let handles = (0..threads)
+            .map(|index| {
+                let stop = Arc::clone(&stop);
+                let sent = Arc::clone(&sent[index]);
+                let path = pod.path();
+                let ports = thread_ports(index, threads);
+                std::thread::spawn(move || {
+                    enter_netns(&path);
+                    send_flows(&stop, &sent, destination, ports);
+                })
+            })
+            .collect();
+        Self {
+            stop,
+            sent,
+            threads: handles,
+        }
+    }
+
+    fn sent(&self) -> u64 {
+        self.sent.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+    }
+
+    fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for thread in self.threads {
+            thread.join().expect("generator thread");
+        }
+    }
+}
+
+/// One datagram per fresh socket, source ports walked in order for each
+/// destination port, until told to stop.
+fn send_flows(stop: &AtomicBool, counter: &AtomicU64, destination: Ipv4Addr, ports: Range<u16>) {
+    let mut sent = 0u64;
+    'outer: loop {
+        for destination_port in SINK_PORTS {
+            let target = SocketAddrV4::new(destination, destination_port);
+            for source_port in ports.clone() {
+                if stop.load(Ordering::Relaxed) {
+                    break 'outer;
+                }
+                let Ok(socket) =
+                    UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, source_port))
+                else {
+                    continue;
+                };
+                if socket.send_to(&[0], target).is_ok() {
+                    sent += 1;
+                    counter.store(sent, Ordering::Relaxed);
+                }
+            }
+        }
+    }
+}
+
+/// Measures `contender`, already active on `bed`.
+pub fn measure(
+    bed: &Bed,
+    sink: &Sink,
+    contender: Contender,
+    (round, seq): (usize, usize),
+    window: Window,
+    threads: usize,
+    bpf_stats: bool,
+) -> anyhow::Result<FlowSample> {
+    bed.flush_conntrack()?;
+    sink.drain();
+    let stats = bpf_stats.then(bpfstats::enable).transpose()?;
+    let read_bpf = || stats.as_ref().map(|_| bpfstats::read(bed)).transpose();
+    let generator = Generator::start(bed.pod_netns(), Bed::destination(), threads);
+    std::thread::sleep(window.warmup);
+    let sent_before = generator.sent();
+    let bpf_before = read_bpf();
+    let arrivals_before = counters::udp_arrivals(&bed.lab.external);
+    let conntrack_before = counters::conntrack_stats(&bed.lab.node);
+    let started = Instant::now();
+    std::thread::sleep(window.length);
+    let sent_after = generator.sent();
+    let arrivals_after = counters::udp_arrivals(&bed.lab.external);
+    let conntrack_after = counters::conntrack_stats(&bed.lab.node);
+    let bpf_after = read_bpf();
+    let elapsed = started.elapsed();
+    generator.stop();
+    drop(stats);
+    let seen_source = sink.drain();
+    let flows = arrivals_after? - arrivals_before?;
+    let sent = sent_after - sent_before;
+    let conntrack: ConntrackStats = conntrack_after?.since(&conntrack_before?);
+    let bpf = match (bpf_before?, bpf_after?) {
+        (Some(before), Some(after)) => Some(after.since(&before)),
+        _ => None,
+    };
+    ensure!(
+        sent > 0 && flows > 0,
+        "{contender}: no flow arrived ({sent} sent)"
+    );
+    Ok(FlowSample {
+        contender,
+        round,
+        seq,
+        flows_per_second: flows as f64 / elapsed.as_secs_f64(),
+        flows,
+        sent,
+        new_entries_per_flow: conntrack.entries as f64 / flows as f64,
+        conntrack_drops: conntrack.drop + conntrack.early_drop + conntrack.insert_failed,
+        seen_source,
+        bpf,
+    })
+}
+
+/// Checks a sample against what the contender must do to the flows, and
+/// that the flows were new connections: the conntrack table grew by about
+/// one entry per flow (the two counters are read a moment apart, hence the
+/// margin).
+pub fn check_sample(sample: &FlowSample, pod: Ipv4Addr, node: Ipv4Addr) -> anyhow::Result<()> {
+    ensure!(
+        (0.8..1.2).contains(&sample.new_entries_per_flow),
+        "{}: {:.3} new conntrack entries per flow; the flows were not all new connections",
+        sample.contender,
+        sample.new_entries_per_flow
+    );
+    let expected = if sample.contender.masquerades() {
+        node
+    } else {
+        pod
+    };
+    let seen = sample
+        .seen_source
+        .context("the sink received nothing to check")?;
+    ensure!(
+        seen == expected,
+        "{}: flows arrived from {seen}, expected {expected}",
+        sample.contender
+    );
+    Ok(())
+}
+
+/// The order of one round: the other contenders rotated by `round`, so
+/// that none always goes first, each followed at once by bare MASQUERADE,
+/// the reference its ratio is taken against. Load on a shared machine
+/// drifts within seconds; a reference measured right next to each
+/// contender cancels most of that drift out of the ratio.
+pub fn schedule(contenders: &[Contender], round: usize) -> Vec<Contender> {
+    let mut others: Vec<Contender> = contenders
+        .iter()
+        .copied()
+        .filter(|c| *c != Contender::Masquerade)
+        .collect();
+    if !others.is_empty() {
+        let by = round % others.len();
+        others.rotate_left(by);
+    }
+    let reference = contenders.contains(&Contender::Masquerade);
+    others
+        .into_iter()
+        .flat_map(|c| std::iter::once(c).chain(reference.then_some(Contender::Masquerade)))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn threads_split_the_port_range_without_overlap() {
+        let a = thread_ports(0, 2);
+        let b = thread_ports(1, 2);
+        assert_eq!(a.start, 1024);
+        assert_eq!(a.end, b.start);
+        assert_eq!(b.end, 65_534, "the last port of the range stays unused");
+        assert!(a.len() > 30_000);
+    }
+
+    #[test]
+    fn every_contender_is_followed_by_the_reference_and_rounds_rotate() {
+        use Contender::{Chain as B, IpMasq as C, Masquerade as M, None as A};
+        let all = [A, M, B, C];
+        assert_eq!(schedule(&all, 0), [A, M, B, M, C, M]);
+        assert_eq!(schedule(&all, 1), [B, M, C, M, A, M]);
+        assert_eq!(schedule(&all, 3), schedule(&all, 0));
+        assert_eq!(schedule(&[A, B], 0), [A, B], "no reference, no pairing");
+    }
+
+    #[test]
+    fn a_sample_must_show_the_contenders_source() {
+        let pod = Ipv4Addr::new(10, 244, 1, 10);
+        let node = Ipv4Addr::new(192, 0, 2, 1);
+        let mut sample = FlowSample {
+            contender: Contender::IpMasq,
+            round: 0,
+            seq: 0,
+            flows_per_second: 1.0,
+            flows: 1,
+            sent: 1,
+            new_entries_per_flow: 1.0,
+            conntrack_drops: 0,
+            seen_source: Some(node),
+            bpf: None,
+        };
+        assert!(check_sample(&sample, pod, node).is_ok());
+        sample.seen_source = Some(pod);
+        assert!(check_sample(&sample, pod, node).is_err());
+        sample.contender = Contender::None;
+        assert!(check_sample(&sample, pod, node).is_ok());
+        sample.new_entries_per_flow = 0.0;
+        assert!(
+            check_sample(&sample, pod, node).is_err(),
+            "flows that made no conntrack entry were not measured as new flows"
+        );
+    }
+}
