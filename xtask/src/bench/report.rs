@@ -236,6 +236,7 @@ pub fn targets(results: &Results) -> Vec<Target> {
     let worst_change = control.and_then(|c| {
         c.one_entry_changes
             .iter()
+            .filter(|a| a.cidrs == 100_000)
             .map(|a| a.write_to_applied_ms)
             .max_by(f64::total_cmp)
     });
