@@ -226,8 +226,11 @@ pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
                 return Ok(());
             }
             Some(()) = config_rx.recv() => {
-                // A ConfigMap update is a burst of events; let it settle.
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                // A ConfigMap update is a burst of events. The watch only
+                // reports completed writes and renames (never a write in
+                // progress), so the file is whole now: reload at once, and
+                // fold the events already queued into this reload. Later
+                // ones re-read the file and stop at the unchanged bytes.
                 while config_rx.try_recv().is_ok() {}
                 agent.reload();
             }

@@ -7,7 +7,7 @@ use std::{
 };
 
 use futures::StreamExt as _;
-use inotify::{Inotify, WatchMask};
+use inotify::{EventMask, Inotify, WatchMask};
 use netlink_packet_core::NetlinkPayload;
 use netlink_packet_route::RouteNetlinkMessage;
 use netlink_sys::{AsyncSocket as _, SocketAddr};
@@ -71,15 +71,23 @@ pub fn config_changes(config: &Path, changes: mpsc::Sender<()>) -> Result<(), Wa
                 source,
             })?;
     let file_name: Option<OsString> = config.file_name().map(ToOwned::to_owned);
+    let directory_for_events = directory.clone();
     tokio::spawn(async move {
+        let directory = directory_for_events;
         while let Some(event) = events.next().await {
             let Ok(event) = event else { break };
-            // Our file, the `..data` swap, or the directory itself.
+            // Our file, the `..data` swap, or the directory itself. A
+            // regular file that is created is still empty: its
+            // CLOSE_WRITE, when the writer is done, is the event to act on;
+            // a created symlink is complete at once.
             let relevant = match &event.name {
                 None => true,
-                Some(name) => {
-                    Some(name) == file_name.as_ref() || name.to_string_lossy().starts_with("..")
+                Some(name) if Some(name) == file_name.as_ref() => {
+                    !event.mask.contains(EventMask::CREATE)
+                        || std::fs::symlink_metadata(directory.join(name))
+                            .is_ok_and(|meta| meta.file_type().is_symlink())
                 }
+                Some(name) => name.to_string_lossy().starts_with(".."),
             };
             if relevant && changes.send(()).await.is_err() {
                 break;
