@@ -151,7 +151,11 @@ pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
     // Listen before the slow part of the start, so that liveness probes get
     // answers and readiness says why the agent is not ready yet.
     let shared = Shared::new(AgentStatus::for_agent(&options));
-    http::start(options.metrics_address, shared.clone(), options.pin_dir.clone())?;
+    http::start(
+        options.metrics_address,
+        shared.clone(),
+        options.pin_dir.clone(),
+    )?;
     let publisher = StatePublisher::new(&options.state_dir, &options.pin_dir);
     let datapath = Datapath::load(&LoadOptions {
         pin_dir: options.pin_dir.clone(),

@@ -36,7 +36,8 @@ mod xt_bpf;
 pub use xt_bpf::{DatapathMode, xt_bpf_pin_path};
 
 /// The classifier object, built by build.rs from `ip-masq-ebpf`.
-pub(crate) static CLASSIFIER_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ip-masq"));
+pub(crate) static CLASSIFIER_OBJECT: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ip-masq"));
 
 /// Sub-directory of the pin directory that holds one link pin per interface.
 const LINKS_DIR: &str = "links";

@@ -72,7 +72,10 @@ impl PortRanges {
             if index + 1 == self.0.len() {
                 rules.push((*range, None));
             } else {
-                rules.push((*range, Some(f64::from(range.port_count()) / f64::from(remaining))));
+                rules.push((
+                    *range,
+                    Some(f64::from(range.port_count()) / f64::from(remaining)),
+                ));
                 remaining -= range.port_count();
             }
         }

@@ -30,9 +30,17 @@ pub fn run() -> anyhow::Result<()> {
 
     let node: IpAddr = NODE_UPLINK_V4.parse()?;
     let destinations = [
-        (EXTERNAL_INSIDE_V4, "172.16.0.0/12 (default non-masquerade)", true),
+        (
+            EXTERNAL_INSIDE_V4,
+            "172.16.0.0/12 (default non-masquerade)",
+            true,
+        ),
         (EXTERNAL_LINK_LOCAL_V4, "169.254.0.0/16 (link-local)", true),
-        (EXTERNAL_OUTSIDE_V4, "outside every non-masquerade range", false),
+        (
+            EXTERNAL_OUTSIDE_V4,
+            "outside every non-masquerade range",
+            false,
+        ),
     ];
     println!();
     println!(
@@ -65,7 +73,10 @@ pub fn run() -> anyhow::Result<()> {
     }
 
     let pin_dir = lab.bpffs.pin_dir();
-    println!("\nmaps, as `ip-masq dump --pin-path {}` reads them:", pin_dir.display());
+    println!(
+        "\nmaps, as `ip-masq dump --pin-path {}` reads them:",
+        pin_dir.display()
+    );
     let dump = Command::new(lab::agent::agent_binary())
         .args(["dump", "--pin-path"])
         .arg(&pin_dir)

@@ -18,7 +18,7 @@ impl Tally {
         let Some(summary) = line.trim().strip_prefix("test result: ") else {
             return;
         };
-        for part in summary.split(|c| c == ';' || c == '.') {
+        for part in summary.split([';', '.']) {
             let mut words = part.split_whitespace();
             let (Some(count), Some(label)) = (words.next(), words.next()) else {
                 continue;
