@@ -327,8 +327,7 @@ pub fn explanations(results: &Results) -> Vec<String> {
              (medians). On every change it re-reads and re-parses the whole file and rebuilds \
              and diffs the whole table, while the map writes are two; YAML decoding is the \
              largest part, hence the gap between the formats. The other {} ms from write to \
-             applied are the agent's fixed 50 ms settle after a file event (agent.rs) and the \
-             event's delivery.",
+             applied are the inotify event's delivery and the file's read.",
             ns(own("yaml")),
             ns(own("json")),
             ns(rest)
