@@ -322,6 +322,7 @@ impl Agent {
         if self.last_bytes.as_ref() == Some(&bytes) {
             return None;
         }
+        let read_ms = elapsed_ms(started);
         let parsed = match &bytes {
             None => Ok(config::ParsedConfig {
                 config: MasqConfig::defaults(self.options.parse),
@@ -341,8 +342,12 @@ impl Agent {
         for warning in &parsed.warnings {
             warn!(config = %path.display(), "{warning}");
         }
+        let decoded_at = Instant::now();
+        let decode_ms = elapsed_ms(started) - read_ms;
         let desired = Table::effective(&parsed.config, self.options.parse.enable_ipv6);
-        match sync::apply(&mut self.datapath, &mut self.applied, &desired) {
+        let applied = sync::apply(&mut self.datapath, &mut self.applied, &desired);
+        let sync_ms = elapsed_ms(decoded_at);
+        match applied {
             Ok(report) => {
                 for failure in &report.failures {
                     error!(error = %error_chain(failure), "map write failed; retried at next resync");
@@ -356,7 +361,10 @@ impl Agent {
                     failed = report.failures.len(),
                     entries_v4 = v4,
                     entries_v6 = v6,
-                    elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
+                    elapsed_ms = elapsed_ms(started),
+                    read_ms,
+                    decode_ms,
+                    sync_ms,
                     "config applied"
                 );
                 self.shared.update(|status| {
@@ -364,7 +372,7 @@ impl Agent {
                         added: report.added,
                         removed: report.removed,
                         failed: report.failures.len(),
-                        elapsed_ms: started.elapsed().as_secs_f64() * 1000.0,
+                        elapsed_ms: elapsed_ms(started),
                     });
                 });
                 self.config = Some(parsed.config);
@@ -599,6 +607,10 @@ impl Agent {
             error!(ifindex = index, error = %error_chain(&err), "cannot remove stale link pin");
         }
     }
+}
+
+fn elapsed_ms(since: Instant) -> f64 {
+    since.elapsed().as_secs_f64() * 1000.0
 }
 
 /// Formats an error with all its causes, `outer: inner: innermost`.

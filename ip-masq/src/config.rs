@@ -15,6 +15,13 @@ use thiserror::Error;
 
 use crate::duration::parse_go_duration;
 
+// Spelled out so that the fuzz target, which compiles this file through
+// `#[path]`, finds the module too.
+#[path = "config/decode.rs"]
+mod decode;
+
+use decode::{Document, Field};
+
 /// Largest config file the agent reads; anything bigger is a mistake or an attack.
 pub const MAX_CONFIG_BYTES: usize = 1024 * 1024;
 /// Nesting deeper than this cannot be a valid config and is refused before decoding.
@@ -191,40 +198,45 @@ pub fn parse_with_limit(
             max: MAX_NESTING_DEPTH,
         });
     }
-    let document = decode(text)?;
+    let document =
+        decode::decode(text, options).map_err(|message| ConfigError::Syntax { message })?;
     let mut config = MasqConfig::defaults(options);
     let mut warnings = Vec::new();
     let fields = match document {
-        Value::Null => return Ok(ParsedConfig { config, warnings }),
-        Value::Object(fields) => fields,
-        other => {
-            return Err(ConfigError::NotAMapping {
-                found: kind_of(&other),
-            });
-        }
+        Document::Null => return Ok(ParsedConfig { config, warnings }),
+        Document::NotAMapping(found) => return Err(ConfigError::NotAMapping { found }),
+        Document::Fields(fields) => fields,
     };
 
     let mut problems = Vec::new();
-    for (key, value) in fields {
-        let Some(known) = KNOWN_KEYS.iter().find(|k| k.eq_ignore_ascii_case(&key)) else {
-            let hint = closest_known_key(&key)
-                .map(|k| format!(" (did you mean {k:?}?)"))
-                .unwrap_or_default();
-            warnings.push(format!("unknown key {key:?} ignored{hint}"));
-            continue;
+    for (key, field) in fields {
+        let value = match field {
+            Field::Unknown => {
+                let hint = closest_known_key(&key)
+                    .map(|k| format!(" (did you mean {k:?}?)"))
+                    .unwrap_or_default();
+                warnings.push(format!("unknown key {key:?} ignored{hint}"));
+                continue;
+            }
+            Field::Cidrs(list) => {
+                problems.extend(list.problems);
+                if let Some(cidrs) = list.cidrs {
+                    if KEY_NON_MASQUERADE_CIDRS.eq_ignore_ascii_case(&key) {
+                        config.non_masquerade_cidrs = cidrs;
+                        config.non_masquerade_cidrs_defaulted = false;
+                    } else {
+                        config.masquerade_cidrs = cidrs;
+                    }
+                }
+                continue;
+            }
+            Field::Value(value) => value,
         };
+        let known = KNOWN_KEYS
+            .iter()
+            .find(|k| k.eq_ignore_ascii_case(&key))
+            .expect("the decoder passes known keys only");
         match *known {
-            KEY_NON_MASQUERADE_CIDRS => {
-                if let Some(cidrs) = cidr_list(known, &value, options, &mut problems) {
-                    config.non_masquerade_cidrs = cidrs;
-                    config.non_masquerade_cidrs_defaulted = false;
-                }
-            }
-            KEY_MASQUERADE_CIDRS => {
-                if let Some(cidrs) = cidr_list(known, &value, options, &mut problems) {
-                    config.masquerade_cidrs = cidrs;
-                }
-            }
             KEY_MASQ_LINK_LOCAL => {
                 if let Some(flag) = boolean(known, &value, &mut problems) {
                     config.masq_link_local = flag;
@@ -289,22 +301,6 @@ fn cross_check(config: &MasqConfig, problems: &mut Vec<Problem>) {
     }
 }
 
-/// Decodes YAML or JSON into one value tree. JSON goes through a JSON parser
-/// so that JSON-only syntax (tabs, for one) is not judged by YAML's rules.
-fn decode(text: &str) -> Result<Value, ConfigError> {
-    if text.trim().is_empty() {
-        return Ok(Value::Null);
-    }
-    if text.trim_start().starts_with('{')
-        && let Ok(value) = serde_json::from_str(text)
-    {
-        return Ok(value);
-    }
-    serde_yaml_ng::from_str::<Value>(text).map_err(|err| ConfigError::Syntax {
-        message: err.to_string(),
-    })
-}
-
 /// An upper bound on the nesting depth of flow (`[`, `{`) and block
 /// (indentation) structure, computed without decoding, so that a hostile
 /// document cannot exhaust the stack or memory of the decoder.
@@ -317,13 +313,15 @@ fn nesting_depth(text: &str) -> usize {
         if !line.trim().is_empty() {
             max_indent = max_indent.max(indent / 2);
         }
-        for c in line.chars() {
-            match c {
-                '[' | '{' => {
+        // Bytes, not chars: the brackets are ASCII, and UTF-8 never hides
+        // an ASCII byte inside a multi-byte character.
+        for byte in line.bytes() {
+            match byte {
+                b'[' | b'{' => {
                     flow_depth += 1;
                     max_flow = max_flow.max(flow_depth);
                 }
-                ']' | '}' => flow_depth = flow_depth.saturating_sub(1),
+                b']' | b'}' => flow_depth = flow_depth.saturating_sub(1),
                 _ => {}
             }
         }
@@ -340,54 +338,6 @@ fn kind_of(value: &Value) -> &'static str {
         Value::Array(_) => "a list",
         Value::Object(_) => "a mapping",
     }
-}
-
-fn cidr_list(
-    key: &'static str,
-    value: &Value,
-    options: ParseOptions,
-    problems: &mut Vec<Problem>,
-) -> Option<Vec<IpNet>> {
-    let items = match value {
-        // Go's json sets a slice to nil on null: an empty list.
-        Value::Null => return Some(Vec::new()),
-        Value::Array(items) => items,
-        other => {
-            problems.push(Problem {
-                key,
-                value: Some(other.to_string()),
-                reason: format!("expected a list of CIDRs, found {}", kind_of(other)),
-            });
-            return None;
-        }
-    };
-    let mut seen = BTreeSet::new();
-    let mut cidrs = Vec::new();
-    for item in items {
-        let Value::String(text) = item else {
-            problems.push(Problem {
-                key,
-                value: Some(item.to_string()),
-                reason: format!("expected a CIDR string, found {}", kind_of(item)),
-            });
-            continue;
-        };
-        match validate_cidr(text, options) {
-            Ok(cidr) => {
-                if seen.insert(cidr) {
-                    cidrs.push(cidr);
-                }
-            }
-            Err(reason) => problems.push(Problem {
-                key,
-                value: Some(text.clone()),
-                reason,
-            }),
-        }
-    }
-    // The valid entries are kept even when some are bad, so that the
-    // cross-checks can report their problems in the same message.
-    Some(cidrs)
 }
 
 /// Validates one CIDR the way upstream does: it must parse and be aligned

@@ -104,15 +104,7 @@ pub fn apply<S: PrefixStore>(
     if !remove_first {
         remove_stale(store, current, &diff.removals, &mut report);
     }
-    // Entries whose only change is their origin label.
-    for (prefix, entry) in desired.iter() {
-        if current
-            .get(prefix)
-            .is_some_and(|e| e.action == entry.action)
-        {
-            current.insert(*prefix, entry.action, entry.origin);
-        }
-    }
+    current.relabel_origins(desired);
     Ok(report)
 }
 

@@ -49,45 +49,72 @@ impl Table {
     /// The table the maps must hold for `config`. `enable_ipv6` decides
     /// whether IPv6 link-local is added, as upstream does.
     pub fn effective(config: &MasqConfig, enable_ipv6: bool) -> Self {
-        let mut table = Self::default();
         let config_origin = if config.non_masquerade_cidrs_defaulted {
             Origin::Default
         } else {
             Origin::Config
         };
+        let keep = |origin| Entry {
+            action: Action::KeepSource,
+            origin,
+        };
+        // In order of precedence, lowest first: for the same prefix a later
+        // entry wins, so an explicit masquerade exception beats link-local.
+        let mut entries = Vec::with_capacity(
+            2 + config.non_masquerade_cidrs.len() + config.masquerade_cidrs.len(),
+        );
         if !config.masq_link_local {
-            table.insert(
-                LINK_LOCAL_V4.parse().expect("built-in CIDR"),
-                Action::KeepSource,
-                Origin::LinkLocal,
-            );
+            let link_local: IpNet = LINK_LOCAL_V4.parse().expect("built-in CIDR");
+            entries.push((link_local, keep(Origin::LinkLocal)));
         }
         if enable_ipv6 && !config.masq_link_local_ipv6 {
-            table.insert(
-                LINK_LOCAL_V6.parse().expect("built-in CIDR"),
-                Action::KeepSource,
-                Origin::LinkLocal,
-            );
+            let link_local: IpNet = LINK_LOCAL_V6.parse().expect("built-in CIDR");
+            entries.push((link_local, keep(Origin::LinkLocal)));
         }
-        for cidr in &config.non_masquerade_cidrs {
-            table.insert(*cidr, Action::KeepSource, config_origin);
+        entries.extend(
+            config
+                .non_masquerade_cidrs
+                .iter()
+                .map(|cidr| (cidr.trunc(), keep(config_origin))),
+        );
+        entries.extend(config.masquerade_cidrs.iter().map(|cidr| {
+            let entry = Entry {
+                action: Action::Masquerade,
+                origin: Origin::Config,
+            };
+            (cidr.trunc(), entry)
+        }));
+        Self::from_ordered_by_precedence(entries)
+    }
+
+    /// Builds the table in one sort instead of one tree insert per entry,
+    /// which is what makes a reload of a 100k list cheap. Of several entries
+    /// for one prefix the last one wins.
+    fn from_ordered_by_precedence(mut entries: Vec<(IpNet, Entry)>) -> Self {
+        // Stable: entries for one prefix stay in precedence order.
+        entries.sort_by_key(|(prefix, _)| *prefix);
+        let mut winners: Vec<(IpNet, Entry)> = Vec::with_capacity(entries.len());
+        for (prefix, entry) in entries {
+            match winners.last_mut() {
+                Some(last) if last.0 == prefix => last.1 = entry,
+                _ => winners.push((prefix, entry)),
+            }
         }
-        // Exceptions last: an explicit masquerade entry wins over link-local
-        // for the very same prefix.
-        for cidr in &config.masquerade_cidrs {
-            table.insert(*cidr, Action::Masquerade, Origin::Config);
+        Self {
+            entries: winners.into_iter().collect(),
         }
-        table
     }
 
     /// Builds a table from entries read back from the maps; their origin is unknown
     /// there, so it is recorded as `Config`.
     pub fn from_map_entries(entries: impl IntoIterator<Item = (IpNet, Action)>) -> Self {
-        let mut table = Self::default();
-        for (prefix, action) in entries {
-            table.insert(prefix, action, Origin::Config);
-        }
-        table
+        let origin = Origin::Config;
+        Self::from_ordered_by_precedence(
+            entries
+                .into_iter()
+                .map(|(prefix, action)| (prefix.trunc(), Entry { action, origin }))
+                .collect(),
+        )
     }
 
     pub fn insert(&mut self, prefix: IpNet, action: Action, origin: Origin) {
@@ -138,22 +165,65 @@ impl Table {
 
     /// The map writes that turn `self` into `desired`.
     pub fn diff(&self, desired: &Table) -> Diff {
-        let upserts = desired
-            .entries
-            .iter()
-            .filter(|(prefix, entry)| {
-                self.entries.get(prefix).map(|e| e.action) != Some(entry.action)
-            })
-            .map(|(prefix, entry)| (*prefix, entry.action))
-            .collect();
-        let removals = self
-            .entries
-            .keys()
-            .filter(|prefix| !desired.entries.contains_key(prefix))
-            .copied()
-            .collect();
-        Diff { upserts, removals }
+        let mut diff = Diff::default();
+        for pair in merge_join(&self.entries, &desired.entries) {
+            match pair {
+                Joined::Left(prefix) => diff.removals.push(*prefix),
+                Joined::Right(prefix, wanted) => diff.upserts.push((*prefix, wanted.action)),
+                Joined::Both(prefix, held, wanted) => {
+                    if held.action != wanted.action {
+                        diff.upserts.push((*prefix, wanted.action));
+                    }
+                }
+            }
+        }
+        diff
     }
+
+    /// Takes over `desired`'s origin labels for the entries whose action
+    /// already matches it; an origin is bookkeeping and never costs a map
+    /// write.
+    pub fn relabel_origins(&mut self, desired: &Table) {
+        let mut wanted = desired.entries.iter().peekable();
+        for (prefix, held) in &mut self.entries {
+            while wanted.next_if(|(next, _)| *next < prefix).is_some() {}
+            if let Some((_, entry)) = wanted.next_if(|(next, _)| *next == prefix)
+                && entry.action == held.action
+            {
+                held.origin = entry.origin;
+            }
+        }
+    }
+}
+
+/// One step of a walk over two ordered maps at once.
+enum Joined<'a, K, V> {
+    Left(&'a K),
+    Right(&'a K, &'a V),
+    Both(&'a K, &'a V, &'a V),
+}
+
+/// Walks two ordered maps side by side in key order: linear, with no lookups.
+fn merge_join<'a, K: Ord, V>(
+    left: &'a BTreeMap<K, V>,
+    right: &'a BTreeMap<K, V>,
+) -> impl Iterator<Item = Joined<'a, K, V>> {
+    let mut left = left.iter().peekable();
+    let mut right = right.iter().peekable();
+    std::iter::from_fn(move || match (left.peek(), right.peek()) {
+        (None, None) => None,
+        (Some(_), None) => left.next().map(|(k, _)| Joined::Left(k)),
+        (None, Some(_)) => right.next().map(|(k, v)| Joined::Right(k, v)),
+        (Some((l, _)), Some((r, _))) => match l.cmp(r) {
+            std::cmp::Ordering::Less => left.next().map(|(k, _)| Joined::Left(k)),
+            std::cmp::Ordering::Greater => right.next().map(|(k, v)| Joined::Right(k, v)),
+            std::cmp::Ordering::Equal => {
+                let (k, held) = left.next()?;
+                let (_, wanted) = right.next()?;
+                Some(Joined::Both(k, held, wanted))
+            }
+        },
+    })
 }
 
 /// Map writes: new or changed entries, and stale ones.
@@ -281,6 +351,73 @@ mod tests {
         let mut after = Table::default();
         after.insert(net("10.0.0.0/8"), Action::KeepSource, Origin::Config);
         assert!(before.diff(&after).is_empty());
+    }
+
+    #[test]
+    fn relabel_takes_origins_only_where_the_action_matches() {
+        let mut held = Table::default();
+        held.insert(net("10.0.0.0/8"), Action::KeepSource, Origin::Default);
+        held.insert(net("10.1.0.0/16"), Action::KeepSource, Origin::Config);
+        held.insert(net("192.168.0.0/16"), Action::KeepSource, Origin::Default);
+        let mut desired = Table::default();
+        desired.insert(net("10.0.0.0/8"), Action::KeepSource, Origin::Config);
+        desired.insert(net("10.1.0.0/16"), Action::Masquerade, Origin::Default);
+        desired.insert(net("172.16.0.0/12"), Action::KeepSource, Origin::LinkLocal);
+        held.relabel_origins(&desired);
+        let origins: Vec<(String, Origin)> = held
+            .iter()
+            .map(|(prefix, entry)| (prefix.to_string(), entry.origin))
+            .collect();
+        assert_eq!(
+            origins,
+            [
+                ("10.0.0.0/8".to_owned(), Origin::Config),
+                ("10.1.0.0/16".to_owned(), Origin::Config),
+                ("192.168.0.0/16".to_owned(), Origin::Default),
+            ]
+        );
+    }
+
+    #[test]
+    fn read_back_duplicates_keep_the_last_and_are_normalised() {
+        let table = Table::from_map_entries([
+            (net("10.0.0.0/8"), Action::KeepSource),
+            (net("10.9.9.9/8"), Action::Masquerade),
+            (net("172.16.0.0/12"), Action::KeepSource),
+        ]);
+        assert_eq!(table.len(), 2);
+        assert_eq!(
+            table.get(&net("10.0.0.0/8")).map(|e| e.action),
+            Some(Action::Masquerade)
+        );
+    }
+
+    #[test]
+    fn diff_of_interleaved_tables_walks_both_in_order() {
+        let before = table_for(
+            "nonMasqueradeCIDRs: [10.0.0.0/8, 10.2.0.0/16, 10.4.0.0/16]",
+            false,
+        );
+        let after = table_for(
+            "nonMasqueradeCIDRs: [10.1.0.0/16, 10.2.0.0/16, 10.5.0.0/16]\nmasqueradeCIDRs: [10.4.0.0/16]",
+            false,
+        );
+        let diff = before.diff(&after);
+        let upserts: Vec<String> = diff
+            .upserts
+            .iter()
+            .map(|(prefix, action)| format!("{prefix} {action:?}"))
+            .collect();
+        let removals: Vec<String> = diff.removals.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            upserts,
+            [
+                "10.1.0.0/16 KeepSource",
+                "10.4.0.0/16 Masquerade",
+                "10.5.0.0/16 KeepSource"
+            ]
+        );
+        assert_eq!(removals, ["10.0.0.0/8"]);
     }
 
     #[test]

@@ -29,6 +29,10 @@ pub struct Apply {
     pub write_to_applied_ms: f64,
     /// The agent's own read-parse-diff-write time.
     pub agent_elapsed_ms: f64,
+    /// Of that, decoding and validating the file.
+    pub agent_decode_ms: Option<f64>,
+    /// Of that, building the table, diffing it and writing the maps.
+    pub agent_sync_ms: Option<f64>,
 }
 
 /// What the control-plane phase measured.
@@ -40,6 +44,9 @@ pub struct ControlResults {
     /// datapath alone costs.
     pub start_peak_rss_bytes: Option<u64>,
     pub peak_rss_bytes: Option<u64>,
+    /// Time the YAML library alone needs to tokenize the largest list (best
+    /// of three, values skipped): the floor under any YAML reload.
+    pub yaml_scan_floor_ms: Option<f64>,
     pub idle_seconds: f64,
     pub idle_cpu_percent: Option<f64>,
     pub skipped: Vec<String>,
@@ -53,6 +60,8 @@ pub struct AppliedLine {
     pub removed: u64,
     pub entries_v4: u64,
     pub elapsed_ms: f64,
+    pub decode_ms: Option<f64>,
+    pub sync_ms: Option<f64>,
 }
 
 /// Parses a tracing text line such as
@@ -72,6 +81,8 @@ pub fn parse_applied_line(line: &str) -> Option<AppliedLine> {
         removed: field("removed")?.parse().ok()?,
         entries_v4: field("entries_v4")?.parse().ok()?,
         elapsed_ms: field("elapsed_ms")?.parse().ok()?,
+        decode_ms: field("decode_ms").and_then(|v| v.parse().ok()),
+        sync_ms: field("sync_ms").and_then(|v| v.parse().ok()),
     })
 }
 
@@ -192,7 +203,23 @@ fn apply(
         entries_v4: line.entries_v4,
         write_to_applied_ms: latency.as_secs_f64() * 1000.0,
         agent_elapsed_ms: line.elapsed_ms,
+        agent_decode_ms: line.decode_ms,
+        agent_sync_ms: line.sync_ms,
     })
+}
+
+/// Best of three: tokenizing `text` with the agent's YAML library, building
+/// no values at all.
+fn yaml_scan_ms(text: &str) -> f64 {
+    (0..3)
+        .map(|_| {
+            let started = std::time::Instant::now();
+            let scanned = serde_yaml_ng::from_str::<serde::de::IgnoredAny>(text);
+            let elapsed = started.elapsed().as_secs_f64() * 1000.0;
+            assert!(scanned.is_ok(), "the benchmark's own YAML does not parse");
+            elapsed
+        })
+        .fold(f64::INFINITY, f64::min)
 }
 
 fn tail(text: &str, lines: usize) -> String {
@@ -283,6 +310,7 @@ pub fn run(
             .push("one-entry changes: the largest list could not be loaded".into());
     }
     results.peak_rss_bytes = Some(counters::peak_rss(pid)?);
+    results.yaml_scan_floor_ms = changes.yaml.last().map(|text| yaml_scan_ms(text));
     let cpu_before = counters::cpu_seconds(pid)?;
     let started = std::time::Instant::now();
     std::thread::sleep(idle);
@@ -328,12 +356,14 @@ mod tests {
 
     #[test]
     fn applied_line_fields() {
-        let line = "2024-02-29T12:34:56.000100Z  INFO ip_masq::agent: config applied config=/tmp/x source=\"file\" added=10000 removed=2 failed=0 entries_v4=10001 entries_v6=0 elapsed_ms=12.5";
+        let line = "2024-02-29T12:34:56.000100Z  INFO ip_masq::agent: config applied config=/tmp/x source=\"file\" added=10000 removed=2 failed=0 entries_v4=10001 entries_v6=0 elapsed_ms=12.5 read_ms=0.2 decode_ms=10.25 sync_ms=2";
         let parsed = parse_applied_line(line).unwrap();
         assert_eq!(parsed.added, 10_000);
         assert_eq!(parsed.removed, 2);
         assert_eq!(parsed.entries_v4, 10_001);
         assert_eq!(parsed.elapsed_ms, 12.5);
+        assert_eq!(parsed.decode_ms, Some(10.25));
+        assert_eq!(parsed.sync_ms, Some(2.0));
         assert_eq!(
             parsed.at,
             UNIX_EPOCH + Duration::new(1_709_210_096, 100_000)
