@@ -293,9 +293,10 @@ pub fn explanations(results: &Results) -> Vec<String> {
             let own_cost = bpf_share.map_or_else(String::new, |(at, share)| {
                 format!(
                     " BPF took {:.1} % of a new flow's CPU at {} CIDRs (the table above), so \
-                     ip-masq's own work accounts for a c/m of about {:.2}; the rest of the gap \
-                     is within the spread of the pairs, which is the shared machine's drift \
-                     between the two runs of a pair.",
+                     the programs account for a c/m of about {:.2}. The rest of the gap is \
+                     what BPF statistics do not see (the tcx hook on the pod interface and the \
+                     two rules ahead of MASQUERADE) and the drift of a shared machine between \
+                     the two runs of a pair, which the spread of the pairs shows.",
                     100.0 * share,
                     size_label(at),
                     1.0 - share
@@ -930,7 +931,7 @@ mod tests {
             notes[0]
         );
         assert_mentions(&notes[0], "BPF took 2.0 % of a new flow's CPU at 10k CIDRs");
-        assert_mentions(&notes[0], "a c/m of about 0.98");
+        assert_mentions(&notes[0], "account for a c/m of about 0.98");
     }
 
     #[test]
