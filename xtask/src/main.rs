@@ -46,7 +46,7 @@ enum Task {
         routed: bool,
     },
     /// Benchmark ip-masq against bare MASQUERADE and ip-masq-agent's
-    /// per-CIDR chain, side by side (needs root; about 5 minutes).
+    /// per-CIDR chain, side by side (needs root; about 5½ minutes).
     Bench {
         /// A smoke run of a few seconds per phase, at small sizes.
         #[arg(long)]
