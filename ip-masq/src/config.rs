@@ -210,7 +210,7 @@ pub fn parse_with_limit(
 
     let mut problems = Vec::new();
     for (key, field) in fields {
-        let value = match field {
+        let (known, value) = match field {
             Field::Unknown => {
                 let hint = closest_known_key(&key)
                     .map(|k| format!(" (did you mean {k:?}?)"))
@@ -218,10 +218,10 @@ pub fn parse_with_limit(
                 warnings.push(format!("unknown key {key:?} ignored{hint}"));
                 continue;
             }
-            Field::Cidrs(list) => {
+            Field::Cidrs(key, list) => {
                 problems.extend(list.problems);
                 if let Some(cidrs) = list.cidrs {
-                    if KEY_NON_MASQUERADE_CIDRS.eq_ignore_ascii_case(&key) {
+                    if key == KEY_NON_MASQUERADE_CIDRS {
                         config.non_masquerade_cidrs = cidrs;
                         config.non_masquerade_cidrs_defaulted = false;
                     } else {
@@ -230,13 +230,9 @@ pub fn parse_with_limit(
                 }
                 continue;
             }
-            Field::Value(value) => value,
+            Field::Value(known, value) => (known, value),
         };
-        let known = KNOWN_KEYS
-            .iter()
-            .find(|k| k.eq_ignore_ascii_case(&key))
-            .expect("the decoder passes known keys only");
-        match *known {
+        match known {
             KEY_MASQ_LINK_LOCAL => {
                 if let Some(flag) = boolean(known, &value, &mut problems) {
                     config.masq_link_local = flag;

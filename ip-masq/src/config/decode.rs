@@ -29,11 +29,12 @@ pub(super) enum Document {
 /// The value of one top-level entry.
 #[derive(Debug)]
 pub(super) enum Field {
-    /// A CIDR list key, already validated.
-    Cidrs(CidrField),
-    /// Any other known key, left for the caller to judge.
-    Value(Value),
-    /// A key we do not know; its value was skipped.
+    /// A CIDR list key (spelled as upstream documents it), already validated.
+    Cidrs(&'static str, CidrField),
+    /// Any other known key (spelled as upstream documents it), left for the
+    /// caller to judge.
+    Value(&'static str, Value),
+    /// A key we do not know; its value was decoded and dropped.
     Unknown,
 }
 
@@ -152,12 +153,13 @@ impl<'de> Visitor<'de> for DocumentSeed {
             let known = KNOWN_KEYS.iter().find(|k| k.eq_ignore_ascii_case(&key));
             let field = match known {
                 Some(&list @ (KEY_NON_MASQUERADE_CIDRS | KEY_MASQUERADE_CIDRS)) => {
-                    Field::Cidrs(map.next_value_seed(CidrListSeed {
+                    let seed = CidrListSeed {
                         key: list,
                         options: self.options,
-                    })?)
+                    };
+                    Field::Cidrs(list, map.next_value_seed(seed)?)
                 }
-                Some(_) => Field::Value(map.next_value()?),
+                Some(&known) => Field::Value(known, map.next_value()?),
                 None => {
                     // Decoded, not skipped: see `visit_seq`.
                     map.next_value::<Value>()?;
@@ -412,7 +414,7 @@ mod tests {
         let json = serde_json::json!({ "nonMasqueradeCIDRs": cidrs }).to_string();
         let decoded = |text: &str| match decode(text, ParseOptions::default()) {
             Ok(Document::Fields(mut fields)) => match fields.pop() {
-                Some((_, Field::Cidrs(list))) => list.cidrs.expect("a list"),
+                Some((_, Field::Cidrs(_, list))) => list.cidrs.expect("a list"),
                 other => panic!("unexpected field {other:?}"),
             },
             other => panic!("unexpected document {other:?}"),
