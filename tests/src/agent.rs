@@ -147,18 +147,10 @@ impl Agent {
 
     /// Sends `signal` and waits up to `timeout` for the exit.
     pub fn signal_and_wait(&mut self, signal: i32, timeout: Duration) -> Option<ExitStatus> {
-        let child = self.child.as_mut()?;
+        let child = self.child.as_ref()?;
         // SAFETY: sending a signal to our own child.
         unsafe { libc::kill(child.id() as i32, signal) };
-        let mut status = None;
-        wait_until(timeout, || {
-            status = child.try_wait().ok().flatten();
-            status.is_some()
-        });
-        if status.is_some() {
-            self.child = None;
-        }
-        status
+        self.wait_exit(timeout)
     }
 
     /// Whether the process is still running.

@@ -68,6 +68,22 @@ impl Netns {
         run_ok("ip", &full)
     }
 
+    /// Adds a veth pair: `name` here, its peer `peer_name` in `peer`.
+    pub fn add_veth(&self, name: &str, peer: &Netns, peer_name: &str) {
+        self.ip(&[
+            "link",
+            "add",
+            name,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            peer_name,
+            "netns",
+            peer.name(),
+        ]);
+    }
+
     /// Runs a program inside the namespace, returning its output.
     pub fn exec(&self, program: &str, args: &[&str]) -> Output {
         let mut full = vec!["netns", "exec", &self.name, program];

@@ -367,22 +367,6 @@ impl RoutedLab {
     }
 }
 
-/// A veth pair: `name` in `owner`, its peer `peer_name` in `peer`.
-fn add_veth(owner: &Netns, name: &str, peer: &Netns, peer_name: &str) {
-    owner.ip(&[
-        "link",
-        "add",
-        name,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        peer_name,
-        "netns",
-        peer.name(),
-    ]);
-}
-
 /// The router, the enterprise and internet hosts, and the links between.
 fn build_router(router: &Netns, enterprise: &Netns, internet: &Netns, rack: &Rack) {
     let bridge = rack.rack_interface.as_str();
@@ -412,7 +396,7 @@ fn build_router(router: &Netns, enterprise: &Netns, internet: &Netns, rack: &Rac
             24,
         ),
     ] {
-        add_veth(router, interface, host, "eth0");
+        router.add_veth(interface, host, "eth0");
         router.ip(&["addr", "add", &format!("{gateway}/{len}"), "dev", interface]);
         router.ip(&["link", "set", interface, "up"]);
         host.ip(&[
@@ -441,7 +425,7 @@ fn build_node(
 ) -> RoutedNode {
     let netns = Netns::new("ipm-rnode-");
     let rack_port = format!("rk-{}", routing.hostname);
-    add_veth(router, &rack_port, &netns, &routing.uplink);
+    router.add_veth(&rack_port, &netns, &routing.uplink);
     router.ip(&["link", "set", &rack_port, "master", &rack.rack_interface]);
     router.ip(&["link", "set", &rack_port, "up"]);
     netns.ip(&[
@@ -478,7 +462,7 @@ fn build_node(
     for index in 1..=pods {
         let pod = Netns::new("ipm-rpod-");
         let host_interface = format!("veth{index}");
-        add_veth(&netns, &host_interface, &pod, "eth0");
+        netns.add_veth(&host_interface, &pod, "eth0");
         netns.ip(&["link", "set", &host_interface, "master", &routing.bridge]);
         netns.ip(&["link", "set", &host_interface, "up"]);
         let address = Ipv4Addr::from(u32::from(cidr.network()) + 9 + index as u32);

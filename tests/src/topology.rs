@@ -110,18 +110,7 @@ impl Lab {
     fn build_uplink(&mut self, ipv6: bool) {
         let node = &self.node;
         let ext = &self.external;
-        node.ip(&[
-            "link",
-            "add",
-            "uplink0",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            ext.name(),
-        ]);
+        node.add_veth("uplink0", ext, "eth0");
         node.ip(&["addr", "add", "192.0.2.1/24", "dev", "uplink0"]);
         node.ip(&["link", "set", "uplink0", "up"]);
         ext.ip(&["addr", "add", "192.0.2.2/24", "dev", "eth0"]);
@@ -182,18 +171,7 @@ impl Lab {
         let subnet = if bridged { 100 } else { index };
         let host_octet = if bridged { 10 + index } else { 10 };
         let host_interface = format!("{}{index}", if bridged { "vbr" } else { "vpod" });
-        self.node.ip(&[
-            "link",
-            "add",
-            &host_interface,
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "eth0",
-            "netns",
-            pod.name(),
-        ]);
+        self.node.add_veth(&host_interface, &pod, "eth0");
         let ipv4: IpAddr = format!("10.244.{subnet}.{host_octet}")
             .parse()
             .expect("address");
