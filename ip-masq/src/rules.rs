@@ -6,7 +6,12 @@
 //! iptables.
 //!
 //! The chain, in order:
-//! 1. `tc` mode only: RETURN packets the TC classifier marked (pod traffic);
+//! 1. `tc` mode only: RETURN packets the TC classifier marked (pod traffic),
+//!    unless the connection was DNATed. The classifier runs at the pod
+//!    interface, before kube-proxy's DNAT in PREROUTING, so for a Service it
+//!    looked up the ClusterIP, not the endpoint; ip-masq-agent decides in
+//!    POSTROUTING on the translated destination, and so must we. A DNATed
+//!    connection falls through to rule 2, which sees the translated address;
 //! 2. RETURN packets the pinned socket filter matches (`-m bpf`, xt_bpf):
 //!    the same destination lookup, for every new connection the classifier
 //!    did not mark. In `tc` mode that is traffic that never crossed a pod
@@ -122,7 +127,7 @@ impl RuleSet {
             DatapathMode::Tc => {
                 let mark = format!("{:#x}/{:#x}", self.mark, self.mark);
                 format!(
-                    "-A {chain} -m comment --comment \"{KEEP_COMMENT}\" -m mark --mark {mark} -j RETURN\n\
+                    "-A {chain} -m comment --comment \"{KEEP_COMMENT}\" -m mark --mark {mark} -m conntrack ! --ctstate DNAT -j RETURN\n\
                      -A {chain} -m comment --comment \"{NODE_KEEP_COMMENT}\" -m bpf --object-pinned {program} -j RETURN\n"
                 )
             }
@@ -511,7 +516,7 @@ mod tests {
             rules().chain_restore_input(Family::V4),
             "*nat\n\
              :IP-MASQ-AGENT - [0:0]\n\
-             -A IP-MASQ-AGENT -m comment --comment \"ip-masq: destination is non-masquerade (mark set by the eBPF classifier)\" -m mark --mark 0x2000/0x2000 -j RETURN\n\
+             -A IP-MASQ-AGENT -m comment --comment \"ip-masq: destination is non-masquerade (mark set by the eBPF classifier)\" -m mark --mark 0x2000/0x2000 -m conntrack ! --ctstate DNAT -j RETURN\n\
              -A IP-MASQ-AGENT -m comment --comment \"ip-masq: destination is non-masquerade, for traffic the classifier did not mark (eBPF xt_bpf lookup)\" -m bpf --object-pinned /sys/fs/bpf/ip-masq/xt_bpf_v4 -j RETURN\n\
              -A IP-MASQ-AGENT -m comment --comment \"ip-masq-agent: outbound traffic is subject to MASQUERADE (must be last in chain)\" -j MASQUERADE --random-fully\n\
              COMMIT\n"
@@ -579,7 +584,7 @@ mod tests {
         }
         .chain_restore_input(Family::V4);
         assert!(input.contains(":MY-CHAIN - [0:0]"));
-        assert!(input.contains("--mark 0x40000/0x40000 -j RETURN"));
+        assert!(input.contains("--mark 0x40000/0x40000 -m conntrack ! --ctstate DNAT -j RETURN"));
         assert!(input.contains("-A MY-CHAIN -m comment"));
         assert!(!input.contains("IP-MASQ-AGENT"));
     }

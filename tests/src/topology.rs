@@ -368,6 +368,20 @@ pub fn try_observed_source_from(
     observe(client, server, Some(source), destination, timeout).map(|peer| peer.ip())
 }
 
+/// Like [`try_observed_source`], but the client connects to `virtual_ip`
+/// (on the listener's port) while the server listens on `destination`: a
+/// Service whose ClusterIP a DNAT rule on the way translates to
+/// `destination`.
+pub fn try_observed_source_via(
+    client: &Netns,
+    server: &Netns,
+    virtual_ip: IpAddr,
+    destination: IpAddr,
+    timeout: Duration,
+) -> std::io::Result<IpAddr> {
+    observe_at(client, server, None, virtual_ip, destination, timeout).map(|peer| peer.ip())
+}
+
 fn observe(
     client: &Netns,
     server: &Netns,
@@ -375,7 +389,20 @@ fn observe(
     destination: IpAddr,
     timeout: Duration,
 ) -> std::io::Result<SocketAddr> {
-    let listener = server.enter(move || TcpListener::bind(SocketAddr::new(destination, 0)))?;
+    observe_at(client, server, source, destination, destination, timeout)
+}
+
+/// One connection from `client` to `connect_to`, accepted in `server` on
+/// `listen_on` (the same address unless something translates it).
+fn observe_at(
+    client: &Netns,
+    server: &Netns,
+    source: Option<IpAddr>,
+    connect_to: IpAddr,
+    listen_on: IpAddr,
+    timeout: Duration,
+) -> std::io::Result<SocketAddr> {
+    let listener = server.enter(move || TcpListener::bind(SocketAddr::new(listen_on, 0)))?;
     let port = listener.local_addr()?.port();
     // Non-blocking accept polled against a deadline, so a failed connect
     // never leaves the server thread waiting forever.
@@ -406,7 +433,7 @@ fn observe(
         Ok(peer)
     });
     let reply = client.enter(move || -> std::io::Result<String> {
-        let mut stream = connect(source, SocketAddr::new(destination, port), timeout)?;
+        let mut stream = connect(source, SocketAddr::new(connect_to, port), timeout)?;
         stream.set_read_timeout(Some(Duration::from_secs(3)))?;
         stream.write_all(b"hello")?;
         let mut reply = String::new();

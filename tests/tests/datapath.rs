@@ -269,3 +269,128 @@ fn second_agent_on_the_same_pins_refuses() {
         second.log()
     );
 }
+
+/// Addresses standing for Service ClusterIPs: inside 10.0.0.0/8, so the
+/// classifier, which runs before DNAT, would keep the source for all of them.
+const SERVICE_TO_OUTSIDE: &str = "10.96.0.10";
+const SERVICE_TO_INSIDE: &str = "10.96.0.11";
+const SERVICE_TO_POD: &str = "10.96.0.12";
+
+/// kube-proxy's shape: DNAT in nat PREROUTING from a ClusterIP to an endpoint.
+fn add_service(lab: &Lab, cluster_ip: &str, endpoint: &str) {
+    let cluster_ip = format!("{cluster_ip}/32");
+    lab.node.exec_ok(
+        "iptables",
+        &[
+            "-w",
+            "-t",
+            "nat",
+            "-A",
+            "PREROUTING",
+            "-d",
+            &cluster_ip,
+            "-p",
+            "tcp",
+            "-j",
+            "DNAT",
+            "--to-destination",
+            endpoint,
+        ],
+    );
+}
+
+/// What the endpoint sees of a connection from `client` to `cluster_ip`.
+fn seen_via_service(
+    client: &lab::Netns,
+    server: &lab::Netns,
+    cluster_ip: &str,
+    endpoint: IpAddr,
+) -> IpAddr {
+    lab::topology::try_observed_source_via(
+        client,
+        server,
+        ip(cluster_ip),
+        endpoint,
+        Duration::from_secs(3),
+    )
+    .unwrap_or_else(|err| panic!("connection to {cluster_ip} -> {endpoint} failed: {err}"))
+}
+
+/// A Service is decided on its endpoint, as ip-masq-agent decides it in
+/// POSTROUTING after kube-proxy's DNAT: a selector-less Service in front of
+/// an external database outside the non-masquerade ranges is masqueraded
+/// although its ClusterIP is inside 10.0.0.0/8; one in front of a kept
+/// destination or a pod keeps the pod IP; and traffic from outside DNATed to
+/// a pod (NodePort, hostPort) keeps its source, as upstream's chain does.
+#[test]
+fn service_traffic_is_decided_on_the_translated_destination() {
+    for datapath in ["tc", "xt-bpf"] {
+        let lab = Lab::new(LabOptions::default());
+        let (client, target_pod) = (&lab.pods[0], &lab.pods[1]);
+        add_service(&lab, SERVICE_TO_OUTSIDE, EXTERNAL_OUTSIDE_V4);
+        add_service(&lab, SERVICE_TO_INSIDE, EXTERNAL_INSIDE_V4);
+        add_service(&lab, SERVICE_TO_POD, &target_pod.ipv4.to_string());
+        // A hostPort-style DNAT of connections from outside to the node's
+        // uplink address, onto the client pod.
+        lab.node.exec_ok(
+            "iptables",
+            &[
+                "-w",
+                "-t",
+                "nat",
+                "-A",
+                "PREROUTING",
+                "-i",
+                "uplink0",
+                "-d",
+                NODE_UPLINK_V4,
+                "-p",
+                "tcp",
+                "-j",
+                "DNAT",
+                "--to-destination",
+                &client.ipv4.to_string(),
+            ],
+        );
+        let _agent = lab.start_agent(&["--datapath", datapath]);
+        let node = ip(NODE_UPLINK_V4);
+
+        let seen = seen_via_service(
+            &client.netns,
+            &lab.external,
+            SERVICE_TO_OUTSIDE,
+            ip(EXTERNAL_OUTSIDE_V4),
+        );
+        assert_eq!(
+            seen, node,
+            "{datapath}: Service with an endpoint outside the ranges kept the pod IP"
+        );
+        let seen = seen_via_service(
+            &client.netns,
+            &lab.external,
+            SERVICE_TO_INSIDE,
+            ip(EXTERNAL_INSIDE_V4),
+        );
+        assert_eq!(
+            seen, client.ipv4,
+            "{datapath}: Service with a kept endpoint"
+        );
+        let seen = seen_via_service(
+            &client.netns,
+            &target_pod.netns,
+            SERVICE_TO_POD,
+            target_pod.ipv4,
+        );
+        assert_eq!(seen, client.ipv4, "{datapath}: pod -> Service -> pod");
+        // Without the Service, the same pod's direct traffic is decided as before.
+        assert_sees(&lab, client, EXTERNAL_OUTSIDE_V4, node);
+        assert_sees(&lab, client, EXTERNAL_INSIDE_V4, client.ipv4);
+
+        let external_source: IpAddr = "192.0.2.2".parse().unwrap();
+        let seen = seen_via_service(&lab.external, &client.netns, NODE_UPLINK_V4, client.ipv4);
+        assert_eq!(
+            seen, external_source,
+            "{datapath}: hostPort traffic from outside keeps its source"
+        );
+    }
+}
