@@ -85,9 +85,13 @@ pub const STAT_V6_KEPT: u32 = 3;
 /// Number of statistics slots.
 pub const STAT_SLOTS: u32 = 4;
 
-/// Default mark bit: left free by kube-proxy (0x4000, 0x8000), Calico,
-/// flannel, AWS VPC CNI and Cilium's commonly used bits.
-pub const DEFAULT_KEEP_SOURCE_MARK: u32 = 0x2000;
+/// Default mark bit (bit 12). The CNI portmap plugin masquerades every
+/// packet carrying 0x2000 once a hostPort pod has run, kube-proxy and
+/// flannel use 0x4000, the legacy kubelet drop chain 0x8000, Calico, Weave,
+/// kube-router, Antrea and Tailscale bits above 0xffff, AWS VPC CNI 0x80 and
+/// Cilium's magic marks 0x0f00; 0x1000 is outside all of them in their
+/// default configurations (the README's table lists each with its source).
+pub const DEFAULT_KEEP_SOURCE_MARK: u32 = 0x1000;
 
 const _: () = assert!(core::mem::size_of::<Action>() == 1);
 const _: () = assert!(PROGRAM_CLASSIFIER.len() <= 15 && PROGRAM_BENCH_NOOP.len() <= 15);

@@ -115,7 +115,7 @@ pub struct RunArgs {
     pub masq_chain: String,
 
     /// Mark bit(s) the classifier sets on keep-source packets (hex or decimal).
-    #[arg(long, value_name = "HEX", default_value = "0x2000", value_parser = parse_mark)]
+    #[arg(long, value_name = "HEX", default_value = "0x1000", value_parser = parse_mark)]
     pub mark: u32,
 
     /// Comma-separated interface name globs to attach to (e.g. `cni0` or
@@ -214,7 +214,7 @@ pub struct InstalledArgs {
     #[arg(long, value_name = "NAME", value_parser = parse_chain_name)]
     pub masq_chain: Option<String>,
 
-    /// Mark bit(s) the classifier sets [default: the agent's, else 0x2000].
+    /// Mark bit(s) the classifier sets [default: the agent's, else 0x1000].
     #[arg(long, value_name = "HEX", value_parser = parse_mark)]
     pub mark: Option<u32>,
 
@@ -295,7 +295,8 @@ mod tests {
             PathBuf::from("/etc/config/ip-masq-agent")
         );
         assert_eq!(run.masq_chain, "IP-MASQ-AGENT");
-        assert_eq!(run.mark, 0x2000);
+        assert_eq!(run.mark, 0x1000);
+        assert_eq!(run.mark, ip_masq_common::DEFAULT_KEEP_SOURCE_MARK);
         assert!(run.random_fully);
         assert!(!run.config.enable_ipv6);
         assert_eq!(run.pin_path, PathBuf::from("/sys/fs/bpf/ip-masq"));

@@ -543,7 +543,7 @@ fn mark_findings(
                     mark_text(bits & mark),
                     mark_text(mark)
                 ),
-                fix: "Give ip-masq a bit nobody else uses (`--mark`, e.g. 0x1000; kube-proxy uses 0x4000 and 0x8000), or change that component's mark mask so it leaves the bit alone.".into(),
+                fix: "Give ip-masq a bit nobody else uses (`--mark`, e.g. 0x800; the README lists the bits other components use), or change that component's mark mask so it leaves the bit alone.".into(),
             });
             continue;
         }
@@ -561,7 +561,7 @@ fn mark_findings(
                     mark_text(mask & mark),
                     mark_text(mark)
                 ),
-                fix: "Give ip-masq a bit nobody else uses (`--mark`, e.g. 0x1000), or narrow that rule's mark mask.".into(),
+                fix: "Give ip-masq a bit nobody else uses (`--mark`, e.g. 0x800), or narrow that rule's mark mask.".into(),
             });
         }
     }

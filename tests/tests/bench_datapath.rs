@@ -92,7 +92,7 @@ fn a_miss_address_that_the_maps_hold_is_refused() {
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        stderr.contains("miss-v4 with 1 CIDRs: expected return -1 and mark 0x0, got -1 and 0x2000"),
+        stderr.contains("miss-v4 with 1 CIDRs: expected return -1 and mark 0x0, got -1 and 0x1000"),
         "{stderr}"
     );
     assert!(output.stdout.is_empty(), "no timings for a wrong path");

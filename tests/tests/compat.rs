@@ -81,7 +81,7 @@ fn takes_over_an_ip_masq_agent_chain_and_jump() {
         "per-CIDR rules are gone: {rules:#?}"
     );
     assert!(
-        rules[0].contains("-m mark --mark 0x2000/0x2000 -j RETURN"),
+        rules[0].contains("-m mark --mark 0x1000/0x1000 -m conntrack ! --ctstate DNAT -j RETURN"),
         "{rules:#?}"
     );
     assert!(

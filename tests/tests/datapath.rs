@@ -394,3 +394,71 @@ fn service_traffic_is_decided_on_the_translated_destination() {
         );
     }
 }
+
+/// The CNI portmap plugin's rules as it leaves them on a node once a
+/// hostPort pod has run (`plugins/meta/portmap`, default `markMasqBit` 13):
+/// POSTROUTING masquerades every packet that carries 0x2000, ahead of our
+/// jump.
+fn add_portmap_rules(lab: &Lab) {
+    for rule in [
+        &["-N", "CNI-HOSTPORT-MASQ"][..],
+        &[
+            "-A",
+            "CNI-HOSTPORT-MASQ",
+            "-m",
+            "mark",
+            "--mark",
+            "0x2000/0x2000",
+            "-j",
+            "MASQUERADE",
+        ],
+        &[
+            "-I",
+            "POSTROUTING",
+            "-m",
+            "comment",
+            "--comment",
+            "CNI portfwd requiring masquerade",
+            "-j",
+            "CNI-HOSTPORT-MASQ",
+        ],
+        &["-N", "CNI-HOSTPORT-SETMARK"],
+        &[
+            "-A",
+            "CNI-HOSTPORT-SETMARK",
+            "-m",
+            "comment",
+            "--comment",
+            "CNI portfwd masquerade mark",
+            "-j",
+            "MARK",
+            "--set-xmark",
+            "0x2000/0x2000",
+        ],
+    ] {
+        let mut args = vec!["-w", "-t", "nat"];
+        args.extend_from_slice(rule);
+        lab.node.exec_ok("iptables", &args);
+    }
+}
+
+/// The default mark is not portmap's: with portmap's rules in place, kept
+/// traffic keeps the pod IP in tc mode. With portmap's own bit as the mark,
+/// the same traffic is masqueraded, which is what the default avoids.
+#[test]
+fn the_default_mark_survives_portmaps_masquerade_rule() {
+    let lab = Lab::new(LabOptions::default());
+    add_portmap_rules(&lab);
+    let node = ip(NODE_UPLINK_V4);
+    {
+        let _agent = lab.start_agent(&[]);
+        for pod in &lab.pods {
+            assert_sees(&lab, pod, EXTERNAL_INSIDE_V4, pod.ipv4);
+            assert_sees(&lab, pod, EXTERNAL_OUTSIDE_V4, node);
+        }
+    }
+    let _colliding = lab.start_agent(&["--mark", "0x2000"]);
+    for pod in &lab.pods {
+        assert_sees(&lab, pod, EXTERNAL_INSIDE_V4, node);
+    }
+}

@@ -515,7 +515,7 @@ const SNAT: &[&str] = &[
     "--to-source",
     "192.0.2.1",
 ];
-const OR_MARK: &[&str] = &["FORWARD", "-j", "MARK", "--or-mark", "0x2000"];
+const OR_MARK: &[&str] = &["FORWARD", "-j", "MARK", "--or-mark", "0x1000"];
 const RESTORE_MARK: &[&str] = &["PREROUTING", "-j", "CONNMARK", "--restore-mark"];
 
 const CASES: &[Case] = &[
