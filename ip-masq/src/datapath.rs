@@ -35,9 +35,10 @@ use crate::sync::PrefixStore;
 mod xt_bpf;
 pub use xt_bpf::{DatapathMode, xt_bpf_pin_path};
 
-/// The classifier object, built by build.rs from `ip-masq-ebpf`.
+/// The eBPF object (classifier and socket filters), built by build.rs from
+/// the `ip-masq-ebpf` binary.
 pub(crate) static CLASSIFIER_OBJECT: &[u8] =
-    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ip-masq"));
+    aya::include_bytes_aligned!(env!("IP_MASQ_EBPF_OBJECT"));
 
 /// Sub-directory of the pin directory that holds one link pin per interface.
 const LINKS_DIR: &str = "links";

@@ -124,7 +124,7 @@ fn build_ebpf() -> anyhow::Result<()> {
     println!(
         "eBPF object: {}",
         workspace_root()
-            .join("target/bpfel-unknown-none/release/ip-masq")
+            .join("target/bpfel-unknown-none/release/ip-masq-ebpf")
             .display()
     );
     Ok(())
