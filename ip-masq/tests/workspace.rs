@@ -91,3 +91,86 @@ fn shared_bin_names_are_found() {
         BTreeMap::from([("tool".to_owned(), vec!["a".to_owned(), "b".to_owned()])])
     );
 }
+
+/// The `license` expression a workspace package declares in Cargo.toml.
+fn declared_license(metadata: &Value, package: &str) -> String {
+    metadata["packages"]
+        .as_array()
+        .expect("packages")
+        .iter()
+        .find(|p| p["name"] == package)
+        .unwrap_or_else(|| panic!("no package {package}"))["license"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{package} declares no license"))
+        .to_owned()
+}
+
+/// The string the kernel's `license_is_gpl_compatible` knows for an SPDX
+/// expression, if any. The kernel has no SPDX parser: it compares the
+/// object's `license` section against a fixed list of module-style names.
+fn kernel_license(spdx: &str) -> Option<&'static str> {
+    let mut terms: Vec<&str> = spdx.split(" OR ").map(str::trim).collect();
+    terms.sort_unstable();
+    Some(match terms[..] {
+        ["GPL-2.0-only"] => "GPL v2",
+        ["GPL-2.0-or-later"] => "GPL",
+        ["GPL-2.0-only", "MIT"] => "Dual MIT/GPL",
+        ["BSD-2-Clause" | "BSD-3-Clause", "GPL-2.0-only"] => "Dual BSD/GPL",
+        ["GPL-2.0-only", "MPL-1.1"] => "Dual MPL/GPL",
+        _ => return None,
+    })
+}
+
+/// `license_is_gpl_compatible` (include/linux/license.h): the names under
+/// which the kernel lets a program call GPL-only helpers.
+const KERNEL_GPL_COMPATIBLE: [&str; 6] = [
+    "GPL",
+    "GPL v2",
+    "GPL and additional rights",
+    "Dual BSD/GPL",
+    "Dual MIT/GPL",
+    "Dual MPL/GPL",
+];
+
+#[test]
+fn the_ebpf_objects_license_is_what_its_crates_declare() {
+    let metadata = metadata();
+    let declared = declared_license(&metadata, "ip-masq-ebpf");
+    // ip-masq-common is compiled into the object too, so it must offer the
+    // object's licence.
+    assert_eq!(
+        declared_license(&metadata, "ip-masq-common"),
+        declared,
+        "ip-masq-common is part of the eBPF object"
+    );
+    let expected = kernel_license(&declared)
+        .unwrap_or_else(|| panic!("{declared:?} has no name the kernel knows"));
+    let object = std::fs::read(env!("IP_MASQ_EBPF_OBJECT")).expect("the built eBPF object");
+    let parsed = aya_obj::Object::parse(&object).expect("a BPF ELF object");
+    let license = parsed.license.to_str().expect("an ASCII license");
+    assert_eq!(
+        license, expected,
+        "the object's license section against Cargo.toml's {declared:?}"
+    );
+    assert!(
+        KERNEL_GPL_COMPATIBLE.contains(&license),
+        "{license:?} would lock the programs out of GPL-only helpers"
+    );
+}
+
+#[test]
+fn spdx_expressions_map_to_the_kernels_names() {
+    assert_eq!(kernel_license("MIT OR GPL-2.0-only"), Some("Dual MIT/GPL"));
+    assert_eq!(kernel_license("GPL-2.0-only OR MIT"), Some("Dual MIT/GPL"));
+    assert_eq!(kernel_license("GPL-2.0-only"), Some("GPL v2"));
+    assert_eq!(kernel_license("Apache-2.0"), None);
+    assert_eq!(kernel_license("MIT"), None);
+    assert_eq!(kernel_license("Apache-2.0 OR MIT"), None);
+    for name in [
+        "GPL-2.0-only",
+        "MIT OR GPL-2.0-only",
+        "BSD-2-Clause OR GPL-2.0-only",
+    ] {
+        assert!(KERNEL_GPL_COMPATIBLE.contains(&kernel_license(name).unwrap()));
+    }
+}
