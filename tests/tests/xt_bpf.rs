@@ -185,7 +185,8 @@ fn tc_mode_node_traffic_from_a_secondary_address() {
         let rules = chain_rules(&lab, program);
         assert_eq!(rules.len(), 3, "{program}: {rules:#?}");
         assert!(
-            rules[0].contains("-m mark --mark 0x2000/0x2000 -j RETURN"),
+            rules[0]
+                .contains("-m mark --mark 0x2000/0x2000 -m conntrack ! --ctstate DNAT -j RETURN"),
             "{rules:#?}"
         );
         assert!(
