@@ -17,7 +17,9 @@ use aya_ebpf::{
     macros::{btf_map, classifier},
     programs::TcContext,
 };
-use ip_masq_common::{STAT_SLOTS, STAT_V4_KEPT, STAT_V4_SEEN, STAT_V6_KEPT, STAT_V6_SEEN};
+use ip_masq_common::{
+    STAT_SLOTS, STAT_V4_KEPT, STAT_V4_SEEN, STAT_V6_KEPT, STAT_V6_SEEN, StatCounter,
+};
 use ip_masq_ebpf::{keeps_source_v4, keeps_source_v6};
 
 mod noop;
@@ -29,7 +31,7 @@ static KEEP_SOURCE_MARK: Global<u32> = Global::new(ip_masq_common::DEFAULT_KEEP_
 
 /// Per-CPU packet counters, read by the agent's metrics endpoint.
 #[btf_map]
-static STATS: PerCpuArray<u64, { STAT_SLOTS as usize }> = PerCpuArray::new();
+static STATS: PerCpuArray<StatCounter, { STAT_SLOTS as usize }> = PerCpuArray::new();
 
 const ETH_HEADER_LEN: usize = 14;
 const ETH_TYPE_OFFSET: usize = 12;
