@@ -9,8 +9,14 @@
 pub const MAP_NON_MASQ_V4: &str = "NON_MASQ_V4";
 /// LPM trie of IPv6 destinations, keyed by `Key<[u8; 16]>`, valued by an action byte.
 pub const MAP_NON_MASQ_V6: &str = "NON_MASQ_V6";
-/// Per-CPU packet counters, indexed by the `STAT_*` slots.
+/// Per-CPU packet counters of the TC classifier, indexed by the `STAT_*` slots.
 pub const MAP_STATS: &str = "STATS";
+/// Per-CPU connection counters of the xt_bpf socket filters, indexed by the
+/// `XT_STAT_*` slots ([`xt_stat_slot`]). A map of its own rather than more
+/// `STATS` slots: a pinned `STATS` of an older agent keeps its four slots
+/// across an upgrade, and the filters count something else (a connection's
+/// first packet, not every packet).
+pub const MAP_XT_BPF_STATS: &str = "XT_BPF_STATS";
 
 /// Name of the TC classifier function, as the kernel and `bpftool prog` show
 /// it. Kernel object names hold 15 characters; longer ones are cut.
@@ -85,17 +91,59 @@ pub const STAT_V6_KEPT: u32 = 3;
 /// Number of statistics slots.
 pub const STAT_SLOTS: u32 = 4;
 
-/// Default mark bit (bit 12). The CNI portmap plugin masquerades every
-/// packet carrying 0x2000 once a hostPort pod has run, kube-proxy and
-/// flannel use 0x4000, the legacy kubelet drop chain 0x8000, Calico, Weave,
-/// kube-router, Antrea and Tailscale bits above 0xffff, AWS VPC CNI 0x80 and
-/// Cilium's magic marks 0x0f00; 0x1000 is outside all of them in their
-/// default configurations (the README's table lists each with its source).
+/// One value of either stats map: a per-CPU event count.
+pub type StatCounter = u64;
+
+/// IPv4 connections the xt_bpf filter answered "keep source" (RETURN).
+pub const XT_STAT_V4_KEEP_SOURCE: u32 = 0;
+/// IPv4 connections the xt_bpf filter answered "masquerade" (no match).
+pub const XT_STAT_V4_MASQUERADE: u32 = 1;
+/// IPv6 connections the xt_bpf filter answered "keep source".
+pub const XT_STAT_V6_KEEP_SOURCE: u32 = 2;
+/// IPv6 connections the xt_bpf filter answered "masquerade".
+pub const XT_STAT_V6_MASQUERADE: u32 = 3;
+/// Number of xt_bpf statistics slots.
+pub const XT_STAT_SLOTS: u32 = 4;
+
+/// The `XT_BPF_STATS` slot of one socket filter run: the rule's family
+/// (which filter ran) and its answer.
+#[inline(always)]
+pub const fn xt_stat_slot(ipv6: bool, keep_source: bool) -> u32 {
+    match (ipv6, keep_source) {
+        (false, true) => XT_STAT_V4_KEEP_SOURCE,
+        (false, false) => XT_STAT_V4_MASQUERADE,
+        (true, true) => XT_STAT_V6_KEEP_SOURCE,
+        (true, false) => XT_STAT_V6_MASQUERADE,
+    }
+}
+
+/// Default mark bit: left free by kube-proxy (0x4000, 0x8000), Calico,
+/// flannel, AWS VPC CNI and Cilium's commonly used bits.
 pub const DEFAULT_KEEP_SOURCE_MARK: u32 = 0x1000;
 
 const _: () = assert!(core::mem::size_of::<Action>() == 1);
 const _: () = assert!(PROGRAM_CLASSIFIER.len() <= 15 && PROGRAM_BENCH_NOOP.len() <= 15);
 const _: () = assert!(PROGRAM_XT_BPF_V4.len() <= 15 && PROGRAM_XT_BPF_V6.len() <= 15);
+// Map names are cut at 15 characters too, and the pins are named after them.
+const _: () = assert!(MAP_STATS.len() <= 15 && MAP_XT_BPF_STATS.len() <= 15);
+// The agent reads both maps as arrays of u64 per CPU.
+const _: () = assert!(core::mem::size_of::<StatCounter>() == 8);
+// The slot numbers are ABI (the maps are pinned and outlive the agent), and
+// each map has exactly one slot per counter.
+const _: () = assert!(
+    STAT_V4_SEEN == 0
+        && STAT_V4_KEPT == 1
+        && STAT_V6_SEEN == 2
+        && STAT_V6_KEPT == 3
+        && STAT_SLOTS == 4
+);
+const _: () = assert!(
+    XT_STAT_V4_KEEP_SOURCE == 0
+        && XT_STAT_V4_MASQUERADE == 1
+        && XT_STAT_V6_KEEP_SOURCE == 2
+        && XT_STAT_V6_MASQUERADE == 3
+        && XT_STAT_SLOTS == 4
+);
 
 #[cfg(test)]
 mod tests {
@@ -108,6 +156,14 @@ mod tests {
         assert!(!Action::keeps_source(None));
         assert!(!Action::keeps_source(Some(0)));
         assert!(!Action::keeps_source(Some(0xff)));
+    }
+
+    #[test]
+    fn each_filter_verdict_has_its_own_slot() {
+        assert_eq!(xt_stat_slot(false, true), XT_STAT_V4_KEEP_SOURCE);
+        assert_eq!(xt_stat_slot(false, false), XT_STAT_V4_MASQUERADE);
+        assert_eq!(xt_stat_slot(true, true), XT_STAT_V6_KEEP_SOURCE);
+        assert_eq!(xt_stat_slot(true, false), XT_STAT_V6_MASQUERADE);
     }
 
     #[test]

@@ -17,7 +17,9 @@ use aya_ebpf::{
     macros::{btf_map, classifier},
     programs::TcContext,
 };
-use ip_masq_common::{STAT_SLOTS, STAT_V4_KEPT, STAT_V4_SEEN, STAT_V6_KEPT, STAT_V6_SEEN};
+use ip_masq_common::{
+    STAT_SLOTS, STAT_V4_KEPT, STAT_V4_SEEN, STAT_V6_KEPT, STAT_V6_SEEN, StatCounter,
+};
 use ip_masq_ebpf::{keeps_source_v4, keeps_source_v6};
 
 mod noop;
@@ -29,7 +31,7 @@ static KEEP_SOURCE_MARK: Global<u32> = Global::new(ip_masq_common::DEFAULT_KEEP_
 
 /// Per-CPU packet counters, read by the agent's metrics endpoint.
 #[btf_map]
-static STATS: PerCpuArray<u64, { STAT_SLOTS as usize }> = PerCpuArray::new();
+static STATS: PerCpuArray<StatCounter, { STAT_SLOTS as usize }> = PerCpuArray::new();
 
 const ETH_HEADER_LEN: usize = 14;
 const ETH_TYPE_OFFSET: usize = 12;
@@ -108,6 +110,16 @@ fn main() {
     std::process::exit(2);
 }
 
+/// The licence the kernel is told, in its module-style spelling of this
+/// crate's `MIT OR GPL-2.0-only` (Cargo.toml). The kernel has no SPDX
+/// parser: `license_is_gpl_compatible` compares this string against a fixed
+/// list ("GPL", "GPL v2", "Dual BSD/GPL", "Dual MIT/GPL", ...), and a program
+/// whose object names anything else, Apache-2.0 included, is refused GPL-only
+/// helpers. Today the programs call only `bpf_map_lookup_elem` and
+/// `bpf_skb_load_bytes`, neither GPL-only, but logging (`bpf_perf_event_output`,
+/// `bpf_trace_printk`) and kfuncs are; a GPL-compatible licence keeps
+/// them usable without a licence change. ip-masq/tests/workspace.rs checks
+/// this section of the built object against Cargo.toml.
 #[unsafe(link_section = "license")]
 #[unsafe(no_mangle)]
 static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";

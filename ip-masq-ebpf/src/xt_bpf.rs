@@ -6,10 +6,24 @@
 //! nat table runs at layer 3) and matches when the program returns
 //! non-zero. The destination is looked up with the very routine the
 //! classifier uses, so both datapaths always decide alike.
+//!
+//! Each run is counted in `XT_BPF_STATS` by family and answer. The nat
+//! table sees only a connection's first packet, so these count new
+//! connections, not packets; the classifier's `STATS` count packets.
 
-use aya_ebpf::{macros::socket_filter, programs::SkBuffContext};
-use ip_masq_common::{XT_BPF_KEEP_SOURCE, XT_BPF_MASQUERADE};
+use aya_ebpf::{
+    btf_maps::PerCpuArray,
+    macros::{btf_map, socket_filter},
+    programs::SkBuffContext,
+};
+use ip_masq_common::{
+    StatCounter, XT_BPF_KEEP_SOURCE, XT_BPF_MASQUERADE, XT_STAT_SLOTS, xt_stat_slot,
+};
 use ip_masq_ebpf::{keeps_source_v4, keeps_source_v6};
+
+/// Per-CPU counts of the filters' answers, read by the agent's metrics.
+#[btf_map]
+static XT_BPF_STATS: PerCpuArray<StatCounter, { XT_STAT_SLOTS as usize }> = PerCpuArray::new();
 
 /// Offset of the destination address in the IPv4 header.
 const IPV4_DST_OFFSET: usize = 16;
@@ -19,13 +33,13 @@ const IPV6_DST_OFFSET: usize = 24;
 /// Matches IPv4 packets whose destination keeps the source address.
 #[socket_filter]
 pub fn ip_masq_xt_v4(ctx: SkBuffContext) -> i64 {
-    verdict(try_v4(&ctx))
+    verdict(false, try_v4(&ctx))
 }
 
 /// Matches IPv6 packets whose destination keeps the source address.
 #[socket_filter]
 pub fn ip_masq_xt_v6(ctx: SkBuffContext) -> i64 {
-    verdict(try_v6(&ctx))
+    verdict(true, try_v6(&ctx))
 }
 
 #[inline(always)]
@@ -57,10 +71,17 @@ fn version(ctx: &SkBuffContext) -> Result<u8, ()> {
 }
 
 /// A packet too short to parse is not ours to judge: no match, so the
-/// chain's MASQUERADE applies, as it would without ip-masq.
+/// chain's MASQUERADE applies, as it would without ip-masq. Every answer is
+/// counted under the filter's family, so the two answers add up to the
+/// filter's runs.
 #[inline(always)]
-fn verdict(keep: Result<bool, ()>) -> i64 {
-    if matches!(keep, Ok(true)) {
+fn verdict(ipv6: bool, keep: Result<bool, ()>) -> i64 {
+    let keep = matches!(keep, Ok(true));
+    if let Some(counter) = XT_BPF_STATS.get_ptr_mut(xt_stat_slot(ipv6, keep)) {
+        // SAFETY: per-CPU slot, no other writer on this CPU while we run.
+        unsafe { *counter += 1 };
+    }
+    if keep {
         XT_BPF_KEEP_SOURCE
     } else {
         XT_BPF_MASQUERADE

@@ -24,7 +24,7 @@ use aya::{
 use clap::Args;
 use ip_masq_common::{
     Action, DEFAULT_KEEP_SOURCE_MARK, DEFAULT_MAP_CAPACITY, MAP_NON_MASQ_V4, MAP_NON_MASQ_V6,
-    MAP_STATS, PROGRAM_BENCH_NOOP, PROGRAM_XT_BPF_V4,
+    MAP_STATS, MAP_XT_BPF_STATS, PROGRAM_BENCH_NOOP, PROGRAM_XT_BPF_V4,
 };
 use ipnet::IpNet;
 use serde::Serialize;
@@ -304,12 +304,14 @@ fn load_extra_programs(
     let v4_pin = args.pin_path.join(MAP_NON_MASQ_V4);
     let v6_pin = args.pin_path.join(MAP_NON_MASQ_V6);
     let stats_pin = args.pin_path.join(MAP_STATS);
+    let xt_stats_pin = args.pin_path.join(MAP_XT_BPF_STATS);
     let mut ebpf = EbpfLoader::new()
         .map_max_entries(MAP_NON_MASQ_V4, capacity)
         .map_max_entries(MAP_NON_MASQ_V6, capacity)
         .map_pin_path(MAP_NON_MASQ_V4, v4_pin.as_path())
         .map_pin_path(MAP_NON_MASQ_V6, v6_pin.as_path())
         .map_pin_path(MAP_STATS, stats_pin.as_path())
+        .map_pin_path(MAP_XT_BPF_STATS, xt_stats_pin.as_path())
         .load(CLASSIFIER_OBJECT)
         .map_err(|err| BenchError::Load(Box::new(err)))?;
     let program_error = |case| {

@@ -24,8 +24,9 @@ use aya::{
     },
 };
 use ip_masq_common::{
-    Action, GLOBAL_KEEP_SOURCE_MARK, MAP_NON_MASQ_V4, MAP_NON_MASQ_V6, MAP_STATS,
-    PROGRAM_CLASSIFIER, PROGRAM_XT_BPF_V4, PROGRAM_XT_BPF_V6, STAT_SLOTS,
+    Action, GLOBAL_KEEP_SOURCE_MARK, MAP_NON_MASQ_V4, MAP_NON_MASQ_V6, MAP_STATS, MAP_XT_BPF_STATS,
+    PROGRAM_CLASSIFIER, PROGRAM_XT_BPF_V4, PROGRAM_XT_BPF_V6, STAT_SLOTS, StatCounter,
+    XT_STAT_SLOTS,
 };
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use thiserror::Error;
@@ -35,9 +36,10 @@ use crate::sync::PrefixStore;
 mod xt_bpf;
 pub use xt_bpf::{DatapathMode, xt_bpf_pin_path};
 
-/// The classifier object, built by build.rs from `ip-masq-ebpf`.
+/// The eBPF object (classifier and socket filters), built by build.rs from
+/// the `ip-masq-ebpf` binary.
 pub(crate) static CLASSIFIER_OBJECT: &[u8] =
-    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/ip-masq"));
+    aya::include_bytes_aligned!(env!("IP_MASQ_EBPF_OBJECT"));
 
 /// Sub-directory of the pin directory that holds one link pin per interface.
 const LINKS_DIR: &str = "links";
@@ -159,13 +161,25 @@ pub struct Probe {
     pub mark: u32,
 }
 
-/// Packet counters summed over CPUs.
+/// The TC classifier's packet counters (`STATS`), summed over CPUs: every
+/// packet of every flow it sees at a pod interface.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PacketStats {
     pub v4_seen: u64,
     pub v4_kept: u64,
     pub v6_seen: u64,
     pub v6_kept: u64,
+}
+
+/// The xt_bpf socket filters' counters (`XT_BPF_STATS`), summed over CPUs:
+/// one per run, which is one per new connection that reaches the nat
+/// chain's xt_bpf rule, by the rule's family and the filter's answer.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConnectionStats {
+    pub v4_keep_source: u64,
+    pub v4_masquerade: u64,
+    pub v6_keep_source: u64,
+    pub v6_masquerade: u64,
 }
 
 /// The loaded datapath.
@@ -196,6 +210,7 @@ impl Datapath {
         let v4_pin = pin_dir.join(MAP_NON_MASQ_V4);
         let v6_pin = pin_dir.join(MAP_NON_MASQ_V6);
         let stats_pin = pin_dir.join(MAP_STATS);
+        let xt_stats_pin = pin_dir.join(MAP_XT_BPF_STATS);
         let mut ebpf = EbpfLoader::new()
             .override_global(GLOBAL_KEEP_SOURCE_MARK, &options.mark, true)
             .map_max_entries(MAP_NON_MASQ_V4, options.max_entries)
@@ -203,6 +218,7 @@ impl Datapath {
             .map_pin_path(MAP_NON_MASQ_V4, v4_pin.as_path())
             .map_pin_path(MAP_NON_MASQ_V6, v6_pin.as_path())
             .map_pin_path(MAP_STATS, stats_pin.as_path())
+            .map_pin_path(MAP_XT_BPF_STATS, xt_stats_pin.as_path())
             .load(CLASSIFIER_OBJECT)
             .map_err(|err| DatapathError::Load(Box::new(err)))?;
 
@@ -428,12 +444,49 @@ impl Datapath {
         })
     }
 
-    /// Per-CPU counters summed.
+    /// The classifier's per-CPU packet counters, summed.
     ///
     /// # Errors
     /// Fails when the stats map cannot be read.
     pub fn stats(&self) -> Result<PacketStats, DatapathError> {
         read_stats(&self.pin_dir)
+    }
+
+    /// The socket filters' per-CPU connection counters, summed.
+    ///
+    /// # Errors
+    /// Fails when the stats map cannot be read.
+    pub fn connection_stats(&self) -> Result<ConnectionStats, DatapathError> {
+        read_connection_stats(&self.pin_dir)
+    }
+
+    /// Runs the loaded xt_bpf socket filter of `family` on the Ethernet
+    /// `frame` through BPF_PROG_TEST_RUN and returns its answer: non-zero is
+    /// a match, "keep source". The kernel hands a socket filter the frame
+    /// from the IP header on, as xt_bpf does.
+    ///
+    /// # Errors
+    /// Fails when the kernel refuses the test run.
+    pub fn probe_xt_bpf(
+        &mut self,
+        family: crate::rules::Family,
+        frame: &[u8],
+    ) -> Result<u32, DatapathError> {
+        let name = match family {
+            crate::rules::Family::V4 => PROGRAM_XT_BPF_V4,
+            crate::rules::Family::V6 => PROGRAM_XT_BPF_V6,
+        };
+        let program: &mut SocketFilter = self
+            .ebpf
+            .program_mut(name)
+            .ok_or(DatapathError::Missing(name))?
+            .try_into()?;
+        let result = program.test_run(TestRunOptions {
+            data_in: Some(frame),
+            repeat: 1,
+            ..TestRunOptions::default()
+        })?;
+        Ok(result.return_value)
     }
 
     /// Puts back the pins of this run's maps and socket filters that someone
@@ -462,17 +515,19 @@ impl Datapath {
                 repinned.push(Repinned::Map(name));
             }
         }
-        let stats_pin = self.pin_dir.join(MAP_STATS);
-        if pin_missing(&stats_pin)? {
-            self.ebpf
-                .map(MAP_STATS)
-                .ok_or(DatapathError::Missing(MAP_STATS))?
-                .pin(&stats_pin)
-                .map_err(|source| DatapathError::PinMap {
-                    path: stats_pin.clone(),
-                    source: Box::new(source),
-                })?;
-            repinned.push(Repinned::Map(MAP_STATS));
+        for name in [MAP_STATS, MAP_XT_BPF_STATS] {
+            let pin = self.pin_dir.join(name);
+            if pin_missing(&pin)? {
+                self.ebpf
+                    .map(name)
+                    .ok_or(DatapathError::Missing(name))?
+                    .pin(&pin)
+                    .map_err(|source| DatapathError::PinMap {
+                        path: pin.clone(),
+                        source: Box::new(source),
+                    })?;
+                repinned.push(Repinned::Map(name));
+            }
         }
         for (name, family) in [
             (PROGRAM_XT_BPF_V4, crate::rules::Family::V4),
@@ -720,24 +775,50 @@ fn read_entries(
     Ok(entries)
 }
 
-/// Reads the pinned per-CPU counters.
+/// Each slot of the per-CPU counter map pinned as `pin_dir/name`, summed
+/// over CPUs.
+fn read_counters(
+    pin_dir: &Path,
+    name: &str,
+    slots: u32,
+) -> Result<BTreeMap<u32, u64>, DatapathError> {
+    let stats: PerCpuArray<MapData, StatCounter> = PerCpuArray::try_from(
+        aya::maps::Map::PerCpuArray(MapData::from_pin(pin_dir.join(name))?),
+    )?;
+    let mut sums = BTreeMap::new();
+    for slot in 0..slots {
+        let values = stats.get(&slot, 0)?;
+        sums.insert(slot, values.iter().sum::<u64>());
+    }
+    Ok(sums)
+}
+
+/// Reads the classifier's pinned per-CPU packet counters.
 ///
 /// # Errors
 /// Fails when the stats map is not pinned under `pin_dir`.
 pub fn read_stats(pin_dir: &Path) -> Result<PacketStats, DatapathError> {
-    let stats: PerCpuArray<MapData, u64> = PerCpuArray::try_from(aya::maps::Map::PerCpuArray(
-        MapData::from_pin(pin_dir.join(MAP_STATS))?,
-    ))?;
-    let mut sums = BTreeMap::new();
-    for slot in 0..STAT_SLOTS {
-        let values = stats.get(&slot, 0)?;
-        sums.insert(slot, values.iter().sum::<u64>());
-    }
+    let sums = read_counters(pin_dir, MAP_STATS, STAT_SLOTS)?;
     Ok(PacketStats {
         v4_seen: sums[&ip_masq_common::STAT_V4_SEEN],
         v4_kept: sums[&ip_masq_common::STAT_V4_KEPT],
         v6_seen: sums[&ip_masq_common::STAT_V6_SEEN],
         v6_kept: sums[&ip_masq_common::STAT_V6_KEPT],
+    })
+}
+
+/// Reads the socket filters' pinned per-CPU connection counters.
+///
+/// # Errors
+/// Fails when the map is not pinned under `pin_dir` (an agent older than
+/// these counters pinned the rest).
+pub fn read_connection_stats(pin_dir: &Path) -> Result<ConnectionStats, DatapathError> {
+    let sums = read_counters(pin_dir, MAP_XT_BPF_STATS, XT_STAT_SLOTS)?;
+    Ok(ConnectionStats {
+        v4_keep_source: sums[&ip_masq_common::XT_STAT_V4_KEEP_SOURCE],
+        v4_masquerade: sums[&ip_masq_common::XT_STAT_V4_MASQUERADE],
+        v6_keep_source: sums[&ip_masq_common::XT_STAT_V6_KEEP_SOURCE],
+        v6_masquerade: sums[&ip_masq_common::XT_STAT_V6_MASQUERADE],
     })
 }
 

@@ -161,7 +161,17 @@ async fn route(context: &Context, request: &Request<Incoming>) -> Response<Full<
                     None
                 }
             };
-            let mut response = text(StatusCode::OK, metrics::render(&status, packets));
+            let connections = match datapath::read_connection_stats(&context.pin_dir) {
+                Ok(connections) => Some(connections),
+                Err(err) => {
+                    debug!(error = %crate::agent::error_chain(&err), "cannot read connection counters");
+                    None
+                }
+            };
+            let mut response = text(
+                StatusCode::OK,
+                metrics::render(&status, packets, connections),
+            );
             response.headers_mut().insert(
                 CONTENT_TYPE,
                 HeaderValue::from_static(metrics::CONTENT_TYPE),

@@ -1,10 +1,11 @@
 //! Prometheus metrics, rendered at scrape time from a status snapshot and
-//! the classifier's per-CPU counters, in the OpenMetrics text format.
+//! the per-CPU counters of the classifier and of the xt_bpf socket filters,
+//! in the OpenMetrics text format.
 //!
 //! Every scrape builds a fresh registry around one collector: the values
-//! live in [`AgentStatus`] and in the pinned `STATS` map, not in metric
-//! objects, so there is one source of truth and rendering is a pure
-//! function, unit-tested without root.
+//! live in [`AgentStatus`] and in the pinned `STATS` and `XT_BPF_STATS`
+//! maps, not in metric objects, so there is one source of truth and
+//! rendering is a pure function, unit-tested without root.
 
 use prometheus_client::{
     collector::Collector,
@@ -13,19 +14,30 @@ use prometheus_client::{
     registry::{Registry, Unit},
 };
 
-use crate::{datapath::PacketStats, state::AgentStatus};
+use prometheus_client::encoding::EncodeLabelSet;
+
+use crate::{
+    datapath::{ConnectionStats, PacketStats},
+    state::AgentStatus,
+};
 
 /// The content type of [`render`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// Renders every metric. `packets` is `None` when the counters could not
-/// be read (the pins are gone); those metrics are then left out rather
-/// than reported as zero, which would look like a counter reset.
-pub fn render(status: &AgentStatus, packets: Option<PacketStats>) -> String {
+/// Renders every metric. `packets` (the classifier's) or `connections`
+/// (the socket filters') is `None` when its counters could not be read (the
+/// pin is gone); those metrics are then left out rather than reported as
+/// zero, which would look like a counter reset.
+pub fn render(
+    status: &AgentStatus,
+    packets: Option<PacketStats>,
+    connections: Option<ConnectionStats>,
+) -> String {
     let mut registry = Registry::with_prefix("ip_masq");
     registry.register_collector(Box::new(Snapshot {
         status: status.clone(),
         packets,
+        connections,
     }));
     let mut text = String::new();
     prometheus_client::encoding::text::encode(&mut text, &registry)
@@ -37,6 +49,7 @@ pub fn render(status: &AgentStatus, packets: Option<PacketStats>) -> String {
 struct Snapshot {
     status: AgentStatus,
     packets: Option<PacketStats>,
+    connections: Option<ConnectionStats>,
 }
 
 type Labels = [(&'static str, &'static str); 1];
@@ -46,11 +59,11 @@ fn family(value: &'static str) -> Labels {
 }
 
 /// Writes one counter family with one sample per label set.
-fn counters(
+fn counters<L: EncodeLabelSet>(
     encoder: &mut DescriptorEncoder,
     name: &str,
     help: &str,
-    samples: &[(Labels, u64)],
+    samples: &[(L, u64)],
 ) -> Result<(), std::fmt::Error> {
     let mut metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
     for (labels, value) in samples {
@@ -95,7 +108,7 @@ impl Collector for Snapshot {
             counters(
                 &mut encoder,
                 "packets_seen",
-                "Packets from pods the classifier looked up, by address family.",
+                "Packets, every packet of every flow, that the TC classifier looked up at the tcx ingress of a pod interface, by address family. Only --datapath tc attaches the classifier.",
                 &[
                     (family("ipv4"), packets.v4_seen),
                     (family("ipv6"), packets.v6_seen),
@@ -104,10 +117,25 @@ impl Collector for Snapshot {
             counters(
                 &mut encoder,
                 "packets_keep_source",
-                "Packets the classifier marked keep-source (not masqueraded), by address family.",
+                "Packets the TC classifier marked keep-source (not masqueraded), by address family.",
                 &[
                     (family("ipv4"), packets.v4_kept),
                     (family("ipv6"), packets.v6_kept),
+                ],
+            )?;
+        }
+        if let Some(connections) = self.connections {
+            let sample =
+                |decision, family, value| ([("decision", decision), ("family", family)], value);
+            counters(
+                &mut encoder,
+                "connections",
+                "New connections the nat chain's xt_bpf rule judged (it sees only a connection's first packet), by the socket filter's decision (keep_source: RETURN; masquerade: on to MASQUERADE) and address family. With --datapath xt-bpf: every connection to a non-local destination; with tc: only those the classifier did not mark (the node's own, forwarded ones from outside, pods' to masqueraded destinations) or that were DNATed.",
+                &[
+                    sample("keep_source", "ipv4", connections.v4_keep_source),
+                    sample("masquerade", "ipv4", connections.v4_masquerade),
+                    sample("keep_source", "ipv6", connections.v6_keep_source),
+                    sample("masquerade", "ipv6", connections.v6_masquerade),
                 ],
             )?;
         }
@@ -242,12 +270,34 @@ mod tests {
                 v6_seen: 2,
                 v6_kept: 1,
             }),
+            Some(ConnectionStats {
+                v4_keep_source: 5,
+                v4_masquerade: 4,
+                v6_keep_source: 3,
+                v6_masquerade: 6,
+            }),
         );
         for (series, value) in [
             ("ip_masq_packets_seen_total{family=\"ipv4\"}", "10"),
             ("ip_masq_packets_seen_total{family=\"ipv6\"}", "2"),
             ("ip_masq_packets_keep_source_total{family=\"ipv4\"}", "7"),
             ("ip_masq_packets_keep_source_total{family=\"ipv6\"}", "1"),
+            (
+                "ip_masq_connections_total{decision=\"keep_source\",family=\"ipv4\"}",
+                "5",
+            ),
+            (
+                "ip_masq_connections_total{decision=\"masquerade\",family=\"ipv4\"}",
+                "4",
+            ),
+            (
+                "ip_masq_connections_total{decision=\"keep_source\",family=\"ipv6\"}",
+                "3",
+            ),
+            (
+                "ip_masq_connections_total{decision=\"masquerade\",family=\"ipv6\"}",
+                "6",
+            ),
             ("ip_masq_config_reloads_total{result=\"success\"}", "3"),
             ("ip_masq_config_reloads_total{result=\"failure\"}", "1"),
             (
@@ -271,6 +321,7 @@ mod tests {
             assert_eq!(sample(&text, series), value, "{series}");
         }
         assert!(text.contains("# TYPE ip_masq_packets_keep_source counter"));
+        assert!(text.contains("# TYPE ip_masq_connections counter"));
         assert!(text.contains("# UNIT ip_masq_last_successful_reload_timestamp_seconds seconds"));
         assert!(
             text.ends_with("# EOF\n"),
@@ -280,14 +331,28 @@ mod tests {
 
     #[test]
     fn unreadable_counters_are_left_out_not_zeroed() {
-        let text = render(&status(), None);
+        let text = render(&status(), None, None);
         assert!(!text.contains("packets_seen"), "{text}");
+        assert!(!text.contains("connections"), "{text}");
         assert!(text.contains("ip_masq_config_reloads_total"));
+        // Each map on its own: an agent older than XT_BPF_STATS left only STATS.
+        let text = render(&status(), Some(PacketStats::default()), None);
+        assert!(text.contains("ip_masq_packets_seen_total"), "{text}");
+        assert!(!text.contains("ip_masq_connections"), "{text}");
+        let text = render(&status(), None, Some(ConnectionStats::default()));
+        assert!(!text.contains("packets_seen"), "{text}");
+        assert_eq!(
+            sample(
+                &text,
+                "ip_masq_connections_total{decision=\"keep_source\",family=\"ipv4\"}"
+            ),
+            "0"
+        );
     }
 
     #[test]
     fn no_reload_yet_means_no_timestamp_and_ipv4_only_repairs() {
-        let text = render(&AgentStatus::default(), None);
+        let text = render(&AgentStatus::default(), None, None);
         assert!(!text.contains("last_successful_reload"), "{text}");
         assert!(!text.contains("ip_masq_iptables_repairs_total{family=\"ipv6\"}"));
         assert_eq!(sample(&text, "ip_masq_interfaces_attached"), "0");
@@ -298,7 +363,7 @@ mod tests {
         let mut status = AgentStatus::default();
         status.repairs.chain = 2;
         status.repairs.map_pin = 1;
-        let text = render(&status, None);
+        let text = render(&status, None, None);
         for (kind, value) in [
             ("chain", "2"),
             ("jump", "0"),

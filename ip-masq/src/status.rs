@@ -434,6 +434,7 @@ struct MapView {
     capacity: Option<u32>,
 }
 
+/// The TC classifier's packet counters.
 #[derive(Clone, Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 struct PacketView {
@@ -441,6 +442,17 @@ struct PacketView {
     ipv4_keep_source: u64,
     ipv6_seen: u64,
     ipv6_keep_source: u64,
+}
+
+/// The xt_bpf socket filters' counters: new connections the nat chain's
+/// xt_bpf rule judged.
+#[derive(Clone, Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+struct ConnectionView {
+    ipv4_keep_source: u64,
+    ipv4_masquerade: u64,
+    ipv6_keep_source: u64,
+    ipv6_masquerade: u64,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -459,6 +471,7 @@ struct StatusDocument {
     last_successful_reload_at: Option<f64>,
     maps: Vec<MapView>,
     packets: Option<PacketView>,
+    connections: Option<ConnectionView>,
     problems: Vec<String>,
 }
 
@@ -569,6 +582,14 @@ pub fn run(args: &InstalledArgs) -> Result<Report, StatusError> {
             ipv6_seen: p.v6_seen,
             ipv6_keep_source: p.v6_kept,
         });
+    let connections = datapath::read_connection_stats(&target.pin_dir)
+        .ok()
+        .map(|c| ConnectionView {
+            ipv4_keep_source: c.v4_keep_source,
+            ipv4_masquerade: c.v4_masquerade,
+            ipv6_keep_source: c.v6_keep_source,
+            ipv6_masquerade: c.v6_masquerade,
+        });
 
     if let Some(state) = &target.state {
         if let Some(ReloadRecord {
@@ -605,6 +626,7 @@ pub fn run(args: &InstalledArgs) -> Result<Report, StatusError> {
             .and_then(|s| s.last_successful_reload_at),
         maps,
         packets,
+        connections,
         problems,
     };
     let output = if args.json {
@@ -756,11 +778,21 @@ fn render(document: &StatusDocument, target: &Target) -> String {
     if let Some(packets) = &document.packets {
         let _ = writeln!(
             out,
-            "packets:       IPv4 {} seen, {} keep-source; IPv6 {} seen, {} keep-source",
+            "packets:       IPv4 {} seen, {} keep-source; IPv6 {} seen, {} keep-source (TC classifier, every packet)",
             packets.ipv4_seen,
             packets.ipv4_keep_source,
             packets.ipv6_seen,
             packets.ipv6_keep_source
+        );
+    }
+    if let Some(connections) = &document.connections {
+        let _ = writeln!(
+            out,
+            "connections:   IPv4 {} keep-source, {} masquerade; IPv6 {} keep-source, {} masquerade (xt_bpf rule, new connections)",
+            connections.ipv4_keep_source,
+            connections.ipv4_masquerade,
+            connections.ipv6_keep_source,
+            connections.ipv6_masquerade
         );
     }
     if document.problems.is_empty() {

@@ -1,15 +1,18 @@
-//! The classifier itself, run by the kernel through BPF_PROG_TEST_RUN after
-//! the agent's own sync code filled the maps. Needs root and BPF.
+//! The classifier and the xt_bpf socket filters themselves, run by the
+//! kernel through BPF_PROG_TEST_RUN after the agent's own sync code filled
+//! the maps. Needs root and BPF.
 
 use std::net::IpAddr;
 
 use ip_masq::{
     config::{ParseOptions, parse},
-    datapath::{Datapath, LoadOptions},
-    packet, sync,
+    datapath::{ConnectionStats, Datapath, LoadOptions},
+    packet,
+    rules::Family,
+    sync,
     table::Table,
 };
-use ip_masq_common::DEFAULT_KEEP_SOURCE_MARK;
+use ip_masq_common::{DEFAULT_KEEP_SOURCE_MARK, XT_BPF_KEEP_SOURCE, XT_BPF_MASQUERADE};
 use lab::Bpffs;
 
 const TC_ACT_UNSPEC: i32 = -1;
@@ -156,4 +159,65 @@ fn packet_counters_count_seen_and_kept() {
     assert_eq!(after.v4_seen - before.v4_seen, 4);
     assert_eq!(after.v4_kept - before.v4_kept, 3);
     assert_eq!(after.v6_seen, before.v6_seen);
+}
+
+/// Runs the xt_bpf filter of `family` on a SYN to `destination` and
+/// returns whether it matched ("keep source").
+fn xt_keeps(loaded: &mut Loaded, family: Family, destination: &str) -> bool {
+    let frame = packet::tcp_syn_to(destination.parse().unwrap());
+    match i64::from(
+        loaded
+            .datapath
+            .probe_xt_bpf(family, &frame)
+            .expect("test run"),
+    ) {
+        XT_BPF_KEEP_SOURCE => true,
+        XT_BPF_MASQUERADE => false,
+        other => panic!("xt_bpf filter answered {other}"),
+    }
+}
+
+#[test]
+fn xt_bpf_filters_count_each_run_by_family_and_decision() {
+    let mut loaded = load(
+        "nonMasqueradeCIDRs: [10.0.0.0/8, 2001:db8::/32]",
+        true,
+        DEFAULT_KEEP_SOURCE_MARK,
+    );
+    let packets_before = loaded.datapath.stats().unwrap();
+    let before = loaded.datapath.connection_stats().unwrap();
+    for _ in 0..3 {
+        assert!(xt_keeps(&mut loaded, Family::V4, "10.0.0.1"));
+    }
+    for _ in 0..2 {
+        assert!(!xt_keeps(&mut loaded, Family::V4, "8.8.8.8"));
+    }
+    assert!(xt_keeps(&mut loaded, Family::V6, "2001:db8::1"));
+    for _ in 0..4 {
+        assert!(!xt_keeps(&mut loaded, Family::V6, "2001:db9::1"));
+    }
+    // A packet of the other family (a misplaced rule) is no match, counted
+    // under the filter that ran.
+    assert!(!xt_keeps(&mut loaded, Family::V4, "2001:db8::1"));
+    let after = loaded.datapath.connection_stats().unwrap();
+    assert_eq!(
+        ConnectionStats {
+            v4_keep_source: after.v4_keep_source - before.v4_keep_source,
+            v4_masquerade: after.v4_masquerade - before.v4_masquerade,
+            v6_keep_source: after.v6_keep_source - before.v6_keep_source,
+            v6_masquerade: after.v6_masquerade - before.v6_masquerade,
+        },
+        ConnectionStats {
+            v4_keep_source: 3,
+            v4_masquerade: 3,
+            v6_keep_source: 1,
+            v6_masquerade: 4,
+        }
+    );
+    // The filters leave the classifier's packet counters alone ...
+    assert_eq!(loaded.datapath.stats().unwrap(), packets_before);
+    // ... and the classifier leaves theirs alone.
+    mark_after(&mut loaded, "10.0.0.1", 0);
+    mark_after(&mut loaded, "8.8.8.8", 0);
+    assert_eq!(loaded.datapath.connection_stats().unwrap(), after);
 }

@@ -3,10 +3,13 @@
 use std::{
     ffi::CString,
     fs,
+    io::{Read as _, Write as _},
+    net::{SocketAddr, TcpStream},
     os::fd::AsRawFd as _,
     path::{Path, PathBuf},
     process::{Command, Output},
     sync::atomic::{AtomicU32, Ordering},
+    time::Duration,
 };
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -145,6 +148,31 @@ impl Netns {
     /// `iptables-save`-style listing of a table, inside the namespace.
     pub fn iptables_save(&self, program: &str, table: &str) -> String {
         self.exec_ok(program, &["-w", "-t", table, "-S"])
+    }
+
+    /// `GET path` from inside the namespace on `address` (such as the
+    /// agent's metrics listener); returns the status code and the body.
+    pub fn http_get(&self, address: SocketAddr, path: &str) -> (u16, String) {
+        let request =
+            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+        self.enter(move || {
+            let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(2))
+                .unwrap_or_else(|err| panic!("connect to {address}: {err}"));
+            stream
+                .set_read_timeout(Some(Duration::from_secs(10)))
+                .expect("timeout");
+            stream.write_all(request.as_bytes()).expect("send request");
+            let mut response = Vec::new();
+            stream.read_to_end(&mut response).expect("read response");
+            let response = String::from_utf8(response).expect("utf-8 response");
+            let (head, body) = response.split_once("\r\n\r\n").expect("HTTP response");
+            let code = head
+                .split_whitespace()
+                .nth(1)
+                .and_then(|code| code.parse().ok())
+                .expect("status code");
+            (code, body.to_owned())
+        })
     }
 }
 

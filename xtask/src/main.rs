@@ -116,15 +116,22 @@ pub fn run(command: &mut Command) -> anyhow::Result<()> {
 }
 
 fn build_ebpf() -> anyhow::Result<()> {
+    // The flags aya-build gives the build that the agent embeds: without
+    // `--btf` the object has no BTF, and its BTF maps cannot be loaded.
+    let rustflags = format!(
+        "--cfg=bpf_target_arch=\"{}\"\x1f-Cdebuginfo=2\x1f-Clink-arg=--btf",
+        std::env::consts::ARCH
+    );
     run(Command::new("rustup")
         .args(["run", "nightly", "cargo", "build", "--release"])
         .args(["--package", "ip-masq-ebpf", "--bins"])
         .args(["--target", "bpfel-unknown-none", "-Z", "build-std=core"])
+        .env("CARGO_ENCODED_RUSTFLAGS", rustflags)
         .current_dir(workspace_root().join("ip-masq-ebpf")))?;
     println!(
         "eBPF object: {}",
         workspace_root()
-            .join("target/bpfel-unknown-none/release/ip-masq")
+            .join("target/bpfel-unknown-none/release/ip-masq-ebpf")
             .display()
     );
     Ok(())
