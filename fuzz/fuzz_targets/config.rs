@@ -61,7 +61,7 @@ fuzz_target!(|data: &[u8]| {
         }
         assert!(config.resync_interval >= MIN_RESYNC_INTERVAL);
         if let Some(limit) = config.cidr_limit {
-            assert!(config.non_masquerade_cidrs.len() <= limit);
+            assert!(config.non_masquerade_cidrs.len() as i64 <= limit);
         }
         // The table the agent would write is built without panicking, and
         // parsing is a function of the bytes alone.

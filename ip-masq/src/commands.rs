@@ -79,6 +79,35 @@ fn family_name(prefix: &IpNet) -> &'static str {
     }
 }
 
+/// Version of `check --json`'s document; raised only when a field changes
+/// meaning or goes away (new fields may be added without it).
+pub const CHECK_JSON_FORMAT: u32 = 1;
+
+/// `check --json`'s document for a file that is invalid: `accepted` false
+/// and every problem in `errors`, the same fields as an accepted file's
+/// otherwise, so that a reader needs one parser for both.
+pub fn check_rejection_json(args: &CheckArgs, err: &CommandError) -> String {
+    let errors: Vec<String> = match err {
+        CommandError::Invalid {
+            source: config::ConfigError::Invalid(problems),
+            ..
+        } => problems.iter().map(ToString::to_string).collect(),
+        CommandError::Invalid { source, .. } => vec![source.to_string()],
+        other => vec![crate::agent::error_chain(other)],
+    };
+    let document = serde_json::json!({
+        "format": CHECK_JSON_FORMAT,
+        "config": args.config.config.display().to_string(),
+        "source": "file",
+        "accepted": false,
+        "errors": errors,
+        "warnings": [],
+        "settings": null,
+        "entries": [],
+    });
+    serde_json::to_string_pretty(&document).expect("serialisable") + "\n"
+}
+
 /// `ip-masq check`: validates the file as `run` would and renders the
 /// effective table. Returns the text to print.
 ///
@@ -133,11 +162,23 @@ pub fn check(args: &CheckArgs) -> Result<String, CommandError> {
         })
         .collect();
     if args.json {
+        let config = &parsed.config;
         let document = serde_json::json!({
+            "format": CHECK_JSON_FORMAT,
             "config": path,
             "source": if from_file { "file" } else { "defaults" },
+            "accepted": true,
+            "errors": [],
             "warnings": parsed.warnings,
-            "resyncInterval": format!("{:?}", parsed.config.resync_interval),
+            "settings": {
+                "masqLinkLocal": config.masq_link_local,
+                "masqLinkLocalIPv6": config.masq_link_local_ipv6,
+                "resyncInterval": format!("{:?}", config.resync_interval),
+                "resyncIntervalNanos": config.resync_interval.as_nanos() as u64,
+                "cidrLimit": config.cidr_limit,
+            },
+            // Kept for readers of the first format.
+            "resyncInterval": format!("{:?}", config.resync_interval),
             "entries": rows,
         });
         return Ok(serde_json::to_string_pretty(&document).expect("serialisable") + "\n");

@@ -416,8 +416,19 @@ fn type_problem(key: &'static str, raw: &str, expected: &str) -> Problem {
         key,
         value: Some(shorten(raw)),
         reason: format!(
-            "expected {expected}, found a {}",
-            gojson::kind_of_first_byte(first_byte(raw))
+            "expected {expected}, found {}",
+            match gojson::kind_of_first_byte(first_byte(raw)) {
+                "array" => "a list",
+                "object" => "a mapping",
+                "bool" => "a boolean",
+                "null" => "null",
+                kind =>
+                    if kind == "string" {
+                        "a string"
+                    } else {
+                        "a number"
+                    },
+            }
         ),
     }
 }

@@ -26,6 +26,9 @@ fn main() -> ExitCode {
                 Ok(ExitCode::SUCCESS)
             }
             Err(err) => {
+                if args.json && matches!(err, commands::CommandError::Invalid { .. }) {
+                    print!("{}", commands::check_rejection_json(&args, &err));
+                }
                 eprintln!("error: {}", agent::error_chain(&err));
                 return ExitCode::from(1);
             }
