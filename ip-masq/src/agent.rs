@@ -162,16 +162,6 @@ pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
         mark: options.rules.mark,
         max_entries: options.max_entries,
     })?;
-    // Start from what the pinned maps already hold, so that a restart
-    // writes only the difference and never empties the maps.
-    let applied = Table::from_map_entries(datapath.read_entries()?.into_iter().filter_map(
-        |(prefix, value)| ip_masq_common::Action::from_value(value).map(|action| (prefix, action)),
-    ));
-    info!(
-        pin_dir = %options.pin_dir.display(),
-        restored_entries = applied.len(),
-        "datapath loaded"
-    );
     let mut installers = vec![Installer::new(Family::V4, options.rules.clone())];
     if options.parse.enable_ipv6 {
         installers.push(Installer::new(Family::V6, options.rules.clone()));
@@ -179,7 +169,7 @@ pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
     let mut agent = Agent {
         options,
         datapath,
-        applied,
+        applied: Table::default(),
         config: None,
         last_bytes: None,
         last_read_error: None,
@@ -188,6 +178,8 @@ pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
         shared: shared.clone(),
         publisher,
     };
+
+    agent.restore()?;
 
     let (link_tx, mut link_rx) = mpsc::channel(1024);
     // xt-bpf mode attaches nothing to interfaces, so it does not follow them.
@@ -403,7 +395,25 @@ impl Agent {
         ReloadOutcome::Rejected { error }
     }
 
-    /// Puts back entries someone changed in the maps behind our back.
+    /// Starts from what the pinned maps already hold, so that a restart
+    /// writes only the difference and never empties the maps. Entries whose
+    /// value is no action were written by someone else: they would win the
+    /// lookup for their prefix forever, so they are removed now.
+    fn restore(&mut self) -> Result<(), AgentError> {
+        let found = sync::ReadBack::from_entries(self.datapath.read_entries()?);
+        let restored = found.table.clone();
+        let report = sync::repair(&mut self.datapath, &mut self.applied, found, &restored);
+        info!(
+            pin_dir = %self.options.pin_dir.display(),
+            restored_entries = self.applied.len(),
+            "datapath loaded"
+        );
+        self.note_repair(&report);
+        Ok(())
+    }
+
+    /// Puts back entries someone changed in the maps behind our back, and
+    /// removes entries the agent did not write.
     fn repair_map_drift(&mut self) {
         let entries = match self.datapath.read_entries() {
             Ok(entries) => entries,
@@ -412,16 +422,48 @@ impl Agent {
                 return;
             }
         };
-        let actual = Table::from_map_entries(entries.into_iter().filter_map(|(prefix, value)| {
-            ip_masq_common::Action::from_value(value).map(|action| (prefix, action))
-        }));
-        if actual.diff(&self.applied).is_empty() && self.applied.diff(&actual).is_empty() {
+        let found = sync::ReadBack::from_entries(entries);
+        if found.matches(&self.applied) {
             return;
         }
-        let desired = std::mem::replace(&mut self.applied, actual);
-        warn!("map contents drifted from the config; repairing");
-        if let Err(err) = sync::apply(&mut self.datapath, &mut self.applied, &desired) {
+        let desired = std::mem::take(&mut self.applied);
+        let report = sync::repair(&mut self.datapath, &mut self.applied, found, &desired);
+        if report.sync.added + report.sync.removed > 0 {
+            warn!(
+                put_back = report.sync.added,
+                removed = report.sync.removed,
+                "map contents drifted from the config; repaired"
+            );
+        }
+        self.note_repair(&report);
+    }
+
+    /// Logs and counts what a repair of the maps did.
+    fn note_repair(&self, report: &sync::RepairReport) {
+        if !report.unknown_removed.is_empty() {
+            // A handful is enough to find who writes them.
+            let shown: Vec<String> = report
+                .unknown_removed
+                .iter()
+                .take(8)
+                .map(|(prefix, value)| format!("{prefix}={value}"))
+                .collect();
+            warn!(
+                count = report.unknown_removed.len(),
+                entries = %shown.join(","),
+                "map entries with an unknown action value (not written by the agent) removed"
+            );
+        }
+        for failure in &report.sync.failures {
+            error!(error = %error_chain(failure), "map repair write failed; retried at next resync");
+        }
+        if let Some(err) = &report.refused {
             error!(error = %err, "cannot repair the maps");
+        }
+        let repaired = report.repaired() as u64;
+        if repaired > 0 {
+            self.shared
+                .update(|status| status.repairs.map_entry += repaired);
         }
     }
 

@@ -176,7 +176,7 @@ impl Collector for Snapshot {
         counters(
             &mut encoder,
             "repairs",
-            "Interference by someone else that the agent repaired, by kind: chain, jump, link (classifier detached), map_pin, program_pin (pin removed).",
+            "Interference by someone else that the agent repaired, by kind: chain, jump, link (classifier detached), map_pin, program_pin (pin removed), map_entry (map entry removed or put back).",
             &status
                 .repairs
                 .by_kind()
@@ -298,6 +298,7 @@ mod tests {
         let mut status = AgentStatus::default();
         status.repairs.chain = 2;
         status.repairs.map_pin = 1;
+        status.repairs.map_entry = 3;
         let text = render(&status, None);
         for (kind, value) in [
             ("chain", "2"),
@@ -305,6 +306,7 @@ mod tests {
             ("link", "0"),
             ("map_pin", "1"),
             ("program_pin", "0"),
+            ("map_entry", "3"),
         ] {
             assert_eq!(
                 sample(&text, &format!("ip_masq_repairs_total{{kind=\"{kind}\"}}")),

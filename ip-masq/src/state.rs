@@ -183,17 +183,23 @@ pub struct RepairCounts {
     pub map_pin: u64,
     /// An xt_bpf socket filter pin was removed, and put back.
     pub program_pin: u64,
+    /// A map entry the agent did not write (one with an unknown action
+    /// value, or a changed one) was removed, or one that went missing was
+    /// put back; counted per entry.
+    #[serde(default)]
+    pub map_entry: u64,
 }
 
 impl RepairCounts {
     /// Each count with its metric label.
-    pub fn by_kind(&self) -> [(&'static str, u64); 5] {
+    pub fn by_kind(&self) -> [(&'static str, u64); 6] {
         [
             ("chain", self.chain),
             ("jump", self.jump),
             ("link", self.link),
             ("map_pin", self.map_pin),
             ("program_pin", self.program_pin),
+            ("map_entry", self.map_entry),
         ]
     }
 }

@@ -267,6 +267,99 @@ fn union_counts(current: &Table, upserts: &[(IpNet, Action)]) -> (usize, usize) 
     (v4, v6)
 }
 
+/// The maps' contents as read back from the kernel.
+#[derive(Debug, Default)]
+pub struct ReadBack {
+    /// The entries whose value is an action.
+    pub table: Table,
+    /// Entries whose value is no action (someone else wrote them): the
+    /// classifier treats them as "masquerade", and as the longest match
+    /// they win over the keep-source range around them.
+    pub unknown: Vec<(IpNet, u8)>,
+}
+
+impl ReadBack {
+    /// Sorts entries read back from the maps by whether their value decodes.
+    pub fn from_entries(entries: impl IntoIterator<Item = (IpNet, u8)>) -> Self {
+        let mut unknown = Vec::new();
+        let known: Vec<(IpNet, Action)> = entries
+            .into_iter()
+            .filter_map(|(prefix, value)| match Action::from_value(value) {
+                Some(action) => Some((prefix, action)),
+                None => {
+                    unknown.push((prefix, value));
+                    None
+                }
+            })
+            .collect();
+        Self {
+            table: Table::from_map_entries(known),
+            unknown,
+        }
+    }
+
+    /// Whether the maps hold exactly `table`, and nothing else.
+    pub fn matches(&self, table: &Table) -> bool {
+        self.unknown.is_empty() && self.table.diff(table).is_empty()
+    }
+}
+
+/// What [`repair`] did.
+#[derive(Debug, Default)]
+pub struct RepairReport {
+    /// Entries with an unknown value that were removed.
+    pub unknown_removed: Vec<(IpNet, u8)>,
+    /// The writes that brought the known entries back, and every failed
+    /// write, removals of unknown entries included.
+    pub sync: SyncReport,
+    /// Why the known entries could not be brought back, if so.
+    pub refused: Option<SyncError>,
+}
+
+impl RepairReport {
+    /// Entries put right: unknown ones removed, known ones written or removed.
+    pub fn repaired(&self) -> usize {
+        self.unknown_removed.len() + self.sync.added + self.sync.removed
+    }
+}
+
+/// Brings maps that hold `found` to `desired`, leaving in `current` what
+/// they hold afterwards. Unknown entries go first: they decide their
+/// addresses as "masquerade" already, so removing one only lets the table's
+/// own entries decide; one on a prefix `desired` holds is overwritten
+/// instead.
+pub fn repair<S: PrefixStore>(
+    store: &mut S,
+    current: &mut Table,
+    found: ReadBack,
+    desired: &Table,
+) -> RepairReport {
+    *current = found.table;
+    let mut report = RepairReport::default();
+    for (prefix, value) in found.unknown {
+        if desired.get(&prefix).is_some() {
+            continue;
+        }
+        match store.remove(prefix) {
+            Ok(()) => report.unknown_removed.push((prefix, value)),
+            Err(source) => report.sync.failures.push(WriteError {
+                operation: "remove",
+                prefix,
+                source,
+            }),
+        }
+    }
+    match apply(store, current, desired) {
+        Ok(sync) => {
+            report.sync.added = sync.added;
+            report.sync.removed = sync.removed;
+            report.sync.failures.extend(sync.failures);
+        }
+        Err(err) => report.refused = Some(err),
+    }
+    report
+}
+
 #[cfg(test)]
 mod tests {
     use std::collections::{BTreeMap, BTreeSet};
@@ -661,5 +754,55 @@ mod tests {
             "{result:?}"
         );
         assert!(store.inner.log.is_empty());
+    }
+
+    #[test]
+    fn unknown_values_are_removed_and_known_entries_put_back() {
+        let mut store = FakeStore::with_capacity(10);
+        let mut current = Table::default();
+        let desired = table(&["10.0.0.0/8", "192.168.0.0/16"]);
+        apply(&mut store, &mut current, &desired).unwrap();
+        // A stray entry inside a kept range, one over a kept prefix, and a
+        // kept entry gone.
+        store.entries.insert("10.1.0.0/16".parse().unwrap(), 7);
+        store.entries.insert("192.168.0.0/16".parse().unwrap(), 0);
+        store.entries.remove(&"10.0.0.0/8".parse().unwrap());
+        assert_eq!(decide(&store.entries, "10.1.0.1"), Action::Masquerade);
+        store.log.clear();
+        let found = ReadBack::from_entries(store.entries.clone());
+        assert_eq!(found.unknown.len(), 2);
+        assert!(!found.matches(&desired));
+        let report = repair(&mut store, &mut current, found, &desired);
+        assert!(report.refused.is_none());
+        assert!(report.sync.failures.is_empty());
+        let removed: Vec<String> = report
+            .unknown_removed
+            .iter()
+            .map(|(prefix, value)| format!("{prefix}={value}"))
+            .collect();
+        assert_eq!(removed, ["10.1.0.0/16=7"]);
+        assert_eq!(report.repaired(), 3);
+        assert_eq!(
+            store.log,
+            ["-10.1.0.0/16", "+192.168.0.0/16", "+10.0.0.0/8"]
+        );
+        assert_eq!(current, desired);
+        assert!(ReadBack::from_entries(store.entries.clone()).matches(&desired));
+        assert_eq!(decide(&store.entries, "10.1.0.1"), Action::KeepSource);
+        assert_eq!(decide(&store.entries, "192.168.0.1"), Action::KeepSource);
+    }
+
+    #[test]
+    fn restoring_drops_unknown_values_and_keeps_the_rest() {
+        let mut store = FakeStore::with_capacity(10);
+        store.entries.insert("10.0.0.0/8".parse().unwrap(), 1);
+        store.entries.insert("10.1.0.0/16".parse().unwrap(), 7);
+        let found = ReadBack::from_entries(store.entries.clone());
+        let restored = found.table.clone();
+        let mut current = Table::default();
+        let report = repair(&mut store, &mut current, found, &restored);
+        assert_eq!(report.unknown_removed.len(), 1);
+        assert_eq!(store.log, ["-10.1.0.0/16"]);
+        assert_eq!(current, table(&["10.0.0.0/8"]));
     }
 }

@@ -394,3 +394,91 @@ fn service_traffic_is_decided_on_the_translated_destination() {
         );
     }
 }
+
+/// An entry whose value is no action (written by another tool, or a future
+/// version) is the longest match for its prefix and the classifier treats it
+/// as "masquerade": it must not survive a start or a resync.
+#[test]
+fn entries_with_an_unknown_action_are_removed_at_start_and_at_resync() {
+    let lab = Lab::new(LabOptions::default());
+    lab.write_config("resyncInterval: 1s\n");
+    let mut agent = lab.start_agent(&[]);
+    let pod = &lab.pods[0];
+    let node = ip(NODE_UPLINK_V4);
+    let pin_dir = lab.bpffs.pin_dir();
+    // Inside the kept 172.16.0.0/12, around the inside address.
+    const STRAY: &str = "172.16.5.0/24";
+    let stray_dumped = format!("{STRAY} unknown(7)");
+    assert_sees(&lab, pod, EXTERNAL_INSIDE_V4, pod.ipv4);
+    agent
+        .signal_and_wait(libc::SIGTERM, Duration::from_secs(2))
+        .expect("agent exits on SIGTERM");
+
+    // Written while the agent is down: it wins the lookup.
+    lab::agent::write_raw_map_entry(&pin_dir, STRAY, 7);
+    assert!(
+        lab::agent::dump_maps(&pin_dir)
+            .unwrap()
+            .contains(&stray_dumped)
+    );
+    assert_sees(&lab, pod, EXTERNAL_INSIDE_V4, node);
+
+    // The restarted agent removes it before it is ready.
+    let agent = lab.start_agent(&[]);
+    let dumped = lab::agent::dump_maps(&pin_dir).unwrap();
+    assert!(
+        !dumped.contains(&stray_dumped),
+        "{dumped:?}\n{}",
+        agent.log()
+    );
+    assert!(
+        agent.log().contains("restored_entries=4"),
+        "the known entries are restored:\n{}",
+        agent.log()
+    );
+    assert_eq!(
+        agent.count_in_log("unknown action value"),
+        1,
+        "{}",
+        agent.log()
+    );
+    assert!(
+        agent.log().contains(&format!("{STRAY}=7")),
+        "{}",
+        agent.log()
+    );
+    assert_sees(&lab, pod, EXTERNAL_INSIDE_V4, pod.ipv4);
+    assert_sees(&lab, pod, EXTERNAL_OUTSIDE_V4, node);
+
+    // Written while it runs: gone within a resync.
+    lab::agent::write_raw_map_entry(&pin_dir, STRAY, 7);
+    assert!(
+        wait_until(Duration::from_secs(3), || {
+            !lab::agent::dump_maps(&pin_dir)
+                .unwrap()
+                .contains(&stray_dumped)
+        }),
+        "stray entry still there 3 s later:\n{}",
+        agent.log()
+    );
+    assert_eq!(
+        agent.count_in_log("unknown action value"),
+        2,
+        "{}",
+        agent.log()
+    );
+    assert_sees(&lab, pod, EXTERNAL_INSIDE_V4, pod.ipv4);
+    assert_sees(&lab, pod, EXTERNAL_OUTSIDE_V4, node);
+    assert_eq!(
+        lab::agent::dump_maps(&pin_dir).unwrap(),
+        [
+            "10.0.0.0/8 keep-source",
+            "169.254.0.0/16 keep-source",
+            "172.16.0.0/12 keep-source",
+            "192.168.0.0/16 keep-source"
+        ]
+        .map(str::to_owned)
+        .into_iter()
+        .collect()
+    );
+}
