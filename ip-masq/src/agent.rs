@@ -127,6 +127,11 @@ struct Agent {
     applied: Table,
     /// The config in force (the last good one).
     config: Option<MasqConfig>,
+    /// The pinned maps held entries at start: an earlier agent's table,
+    /// the last good config until this agent applies one of its own.
+    restored: bool,
+    /// "ready:" was logged.
+    ready_announced: bool,
     /// Raw bytes of the last file read, to skip no-op reloads cheaply.
     last_bytes: Option<Option<Vec<u8>>>,
     /// Why the file could not be read last time, so that a file that stays
@@ -171,6 +176,8 @@ pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
         datapath,
         applied: Table::default(),
         config: None,
+        restored: false,
+        ready_announced: false,
         last_bytes: None,
         last_read_error: None,
         installers,
@@ -197,10 +204,7 @@ pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
     // finds the state file and the endpoints in step with it.
     agent.shared.update(|status| status.startup_complete = true);
     agent.publish();
-    info!(
-        interfaces = agent.attached.len(),
-        "ready: maps filled, classifier attached, rules in place"
-    );
+    agent.announce_ready();
 
     let mut terminate = signal(SignalKind::terminate()).map_err(AgentError::Signal)?;
     let mut interrupt = signal(SignalKind::interrupt()).map_err(AgentError::Signal)?;
@@ -229,6 +233,7 @@ pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
                 // ones re-read the file and stop at the unchanged bytes.
                 while config_rx.try_recv().is_ok() {}
                 agent.reload();
+                agent.install_pending_rules();
             }
             Some(event) = link_rx.recv() => {
                 agent.on_link_event(event);
@@ -258,6 +263,7 @@ pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
             }
         }
         agent.publish();
+        agent.announce_ready();
         let wanted = agent.resync_interval();
         if wanted != resync_every {
             resync_every = wanted;
@@ -386,7 +392,17 @@ impl Agent {
     }
 
     fn reject(&self, error: String) -> ReloadOutcome {
-        error!("config rejected, previous config stays in force: {error}");
+        if self.config.is_some() {
+            error!("config rejected, previous config stays in force: {error}");
+        } else if self.restored {
+            error!(
+                "config rejected, the table restored from the pinned maps stays in force: {error}"
+            );
+        } else {
+            error!(
+                "config rejected and no earlier table to keep: nothing is masqueraded until a valid config arrives: {error}"
+            );
+        }
         self.shared.update(|status| {
             status.record_reload(ReloadResult::Rejected {
                 error: error.clone(),
@@ -403,6 +419,7 @@ impl Agent {
         let found = sync::ReadBack::from_entries(self.datapath.read_entries()?);
         let restored = found.table.clone();
         let report = sync::repair(&mut self.datapath, &mut self.applied, found, &restored);
+        self.restored = !self.applied.is_empty();
         info!(
             pin_dir = %self.options.pin_dir.display(),
             restored_entries = self.applied.len(),
@@ -513,9 +530,62 @@ impl Agent {
         Ok(())
     }
 
+    /// Whether a table decides traffic: a config this agent applied, or
+    /// the one an earlier agent left in the pinned maps.
+    fn table_in_force(&self) -> bool {
+        self.config.is_some() || self.restored
+    }
+
+    /// Installs the rules once a first valid config arrived after a start
+    /// without any table; a failure is retried at the next resync.
+    fn install_pending_rules(&mut self) {
+        if self.table_in_force()
+            && !self.shared.snapshot().rules_installed
+            && let Err(err) = self.keep_rules()
+        {
+            error!(error = %error_chain(&err), "cannot install iptables rules");
+        }
+    }
+
+    /// Logs "ready:" once, when the table is in force and the rules are in
+    /// place for the first time.
+    fn announce_ready(&mut self) {
+        if self.ready_announced {
+            return;
+        }
+        let status = self.shared.snapshot();
+        if !status.startup_complete || !status.rules_installed {
+            return;
+        }
+        self.ready_announced = true;
+        if self.config.is_some() {
+            info!(
+                interfaces = self.attached.len(),
+                "ready: maps filled, classifier attached, rules in place"
+            );
+        } else {
+            info!(
+                interfaces = self.attached.len(),
+                restored_entries = self.applied.len(),
+                "ready: the restored table stays in force (config rejected), classifier attached, rules in place"
+            );
+        }
+    }
+
     /// Installs or repairs the rules, and tells the readiness check what it
     /// should now find.
+    ///
+    /// Without any table in force (a first start on an invalid file, with
+    /// empty maps) nothing is installed: the chain's last rule would
+    /// masquerade everything, where ip-masq-agent in that state writes no
+    /// chain and masquerades nothing.
     fn keep_rules(&mut self) -> Result<(), RulesError> {
+        let without_table = !self.table_in_force();
+        self.shared
+            .update(|status| status.rules_withheld = without_table);
+        if without_table {
+            return Ok(());
+        }
         let result = self.ensure_rules();
         match &result {
             Ok(()) => {

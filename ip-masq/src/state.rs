@@ -162,6 +162,11 @@ pub struct AgentStatus {
     pub rules_installed: bool,
     /// The last attempt to install or repair the rules failed with this.
     pub rules_error: Option<String>,
+    /// No config was ever valid and the maps held no earlier table: no
+    /// rules are installed, so nothing is masqueraded (as ip-masq-agent,
+    /// which writes no chain until its config is valid).
+    #[serde(default)]
+    pub rules_withheld: bool,
     pub iptables_repairs: PerFamily,
     /// Interference by someone else that the agent repaired, by kind.
     #[serde(default)]
@@ -323,6 +328,11 @@ pub fn not_ready_reasons(status: &AgentStatus, rule_problems: &[String]) -> Vec<
             "starting: loading the datapath, filling the maps and installing the rules".into(),
         );
         return reasons;
+    }
+    if status.rules_withheld {
+        reasons.push(
+            "config rejected and no earlier table to keep: no masquerade rules installed, nothing is masqueraded until a valid config arrives".into(),
+        );
     }
     match &status.last_reload {
         Some(ReloadRecord {
@@ -605,6 +615,27 @@ mod tests {
         );
         status.last_reload = ready_status().last_reload;
         assert!(not_ready_reasons(&status, &[]).is_empty());
+    }
+
+    #[test]
+    fn withheld_rules_are_a_reason_of_their_own() {
+        let mut status = ready_status();
+        status.rules_installed = false;
+        status.maps_filled = false;
+        status.rules_withheld = true;
+        status.last_reload = Some(ReloadRecord {
+            at: 2.0,
+            result: ReloadResult::Rejected {
+                error: "bad CIDR".into(),
+            },
+        });
+        assert_eq!(
+            not_ready_reasons(&status, &[]),
+            [
+                "config rejected and no earlier table to keep: no masquerade rules installed, nothing is masqueraded until a valid config arrives",
+                "last config reload failed: bad CIDR",
+            ]
+        );
     }
 
     #[test]

@@ -482,3 +482,123 @@ fn entries_with_an_unknown_action_are_removed_at_start_and_at_resync() {
         .collect()
     );
 }
+
+/// The agent's metrics and health listener in the lab (its default).
+const METRICS: &str = "127.0.0.1:9483";
+
+/// Whether the node's nat table mentions our chain at all.
+fn nat_has_our_chain(lab: &Lab) -> bool {
+    lab.node
+        .iptables_save("iptables", "nat")
+        .contains("IP-MASQ-AGENT")
+}
+
+/// A first start on an invalid file, with nothing in the maps to keep: as
+/// ip-masq-agent, which writes no chain until its config is valid, nothing
+/// is masqueraded, and the agent says so and is not ready. A valid file is
+/// applied as soon as it is written.
+#[test]
+fn invalid_file_at_first_start_masquerades_nothing_until_a_valid_one() {
+    let lab = Lab::new(LabOptions::default());
+    lab.write_config("nonMasqueradeCIDRs: [172.16.0.0/12, not-a-cidr]\n");
+    let agent = lab.agent(&[]).spawn();
+    let pod = &lab.pods[0];
+    let node = ip(NODE_UPLINK_V4);
+    const WITHHELD: &str = "no earlier table to keep";
+    let mut last = (0, String::new());
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            last = lab
+                .node
+                .try_http_get(METRICS, "/readyz")
+                .unwrap_or_else(|err| (0, err));
+            last.1.contains(WITHHELD)
+        }),
+        "readyz never said why: {last:?}\n{}",
+        agent.log()
+    );
+    assert_eq!(last.0, 503, "{last:?}");
+    assert!(
+        last.1.contains("not-a-cidr"),
+        "names the problem: {}",
+        last.1
+    );
+    assert!(
+        !nat_has_our_chain(&lab),
+        "{}",
+        lab.node.iptables_save("iptables", "nat")
+    );
+    // Neither is masqueraded: there is no chain.
+    assert_sees(&lab, pod, EXTERNAL_OUTSIDE_V4, pod.ipv4);
+    assert_sees(&lab, pod, EXTERNAL_INSIDE_V4, pod.ipv4);
+    let log = agent.log();
+    assert_eq!(agent.count_in_log("config rejected"), 1, "{log}");
+    assert_eq!(agent.count_in_log(WITHHELD), 1, "{log}");
+    assert!(!log.contains("stays in force"), "{log}");
+    assert!(!log.contains("ready:"), "{log}");
+
+    lab.write_config("nonMasqueradeCIDRs: [172.16.0.0/12]\n");
+    agent.wait_for_log("ready:", Duration::from_secs(5));
+    assert!(
+        nat_has_our_chain(&lab),
+        "{}",
+        lab.node.iptables_save("iptables", "nat")
+    );
+    assert_sees(&lab, pod, EXTERNAL_OUTSIDE_V4, node);
+    assert_sees(&lab, pod, EXTERNAL_INSIDE_V4, pod.ipv4);
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            last = lab.node.http_get(METRICS, "/readyz");
+            last.0 == 200
+        }),
+        "{last:?}"
+    );
+    assert_eq!(agent.count_in_log("ready:"), 1, "{}", agent.log());
+}
+
+/// A restart on an invalid file keeps the table the earlier agent left in
+/// the pinned maps: it is the last good config.
+#[test]
+fn restart_on_an_invalid_file_keeps_the_restored_table() {
+    let lab = Lab::new(LabOptions::default());
+    // Unlike the defaults: the outside address keeps the pod IP, the inside
+    // one is masqueraded.
+    lab.write_config("nonMasqueradeCIDRs: [203.0.113.0/24]\n");
+    let mut agent = lab.start_agent(&[]);
+    let pod = &lab.pods[0];
+    let node = ip(NODE_UPLINK_V4);
+    assert_sees(&lab, pod, EXTERNAL_OUTSIDE_V4, pod.ipv4);
+    assert_sees(&lab, pod, EXTERNAL_INSIDE_V4, node);
+    agent
+        .signal_and_wait(libc::SIGTERM, Duration::from_secs(2))
+        .expect("agent exits on SIGTERM");
+
+    lab.write_config("nonMasqueradeCIDRs: [203.0.113.0/24, not-a-cidr]\n");
+    let agent = lab.start_agent(&[]);
+    let log = agent.log();
+    assert!(log.contains("restored_entries=2"), "{log}");
+    assert_eq!(
+        agent.count_in_log(
+            "config rejected, the table restored from the pinned maps stays in force"
+        ),
+        1,
+        "{log}"
+    );
+    assert!(!log.contains("no earlier table"), "{log}");
+    assert!(
+        nat_has_our_chain(&lab),
+        "{}",
+        lab.node.iptables_save("iptables", "nat")
+    );
+    assert_sees(&lab, pod, EXTERNAL_OUTSIDE_V4, pod.ipv4);
+    assert_sees(&lab, pod, EXTERNAL_INSIDE_V4, node);
+    assert_sees(&lab, pod, EXTERNAL_LINK_LOCAL_V4, pod.ipv4);
+    let (code, body) = lab.node.http_get(METRICS, "/readyz");
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("last config reload failed"), "{body}");
+    assert!(!body.contains("no earlier table"), "{body}");
+
+    lab.write_config("nonMasqueradeCIDRs: [172.16.0.0/12]\n");
+    wait_until_sees(&lab, pod, EXTERNAL_INSIDE_V4, pod.ipv4);
+    assert_sees(&lab, pod, EXTERNAL_OUTSIDE_V4, node);
+}

@@ -4,8 +4,7 @@
 
 use std::{
     collections::BTreeSet,
-    io::{Read as _, Write as _},
-    net::{IpAddr, SocketAddr, TcpStream, UdpSocket},
+    net::{IpAddr, SocketAddr, UdpSocket},
     os::unix::process::CommandExt as _,
     process::{Command, Output},
     time::Duration,
@@ -87,26 +86,7 @@ fn json_of(output: &Output) -> Value {
 /// `GET path` on the agent's listener, from inside the node namespace.
 /// Returns the status code and the body.
 fn http_get(node: &Netns, path: &str) -> (u16, String) {
-    let request = format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
-    node.enter(move || {
-        let address: SocketAddr = METRICS.parse().expect("address");
-        let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(2))
-            .unwrap_or_else(|err| panic!("connect to {METRICS}: {err}"));
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .expect("timeout");
-        stream.write_all(request.as_bytes()).expect("send request");
-        let mut response = Vec::new();
-        stream.read_to_end(&mut response).expect("read response");
-        let response = String::from_utf8(response).expect("utf-8 response");
-        let (head, body) = response.split_once("\r\n\r\n").expect("HTTP response");
-        let code = head
-            .split_whitespace()
-            .nth(1)
-            .and_then(|code| code.parse().ok())
-            .expect("status code");
-        (code, body.to_owned())
-    })
+    node.http_get(METRICS, path)
 }
 
 /// Deletes the agent's POSTROUTING jump by hand, as an operator or another
