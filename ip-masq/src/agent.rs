@@ -567,7 +567,7 @@ impl Agent {
             info!(
                 interfaces = self.attached.len(),
                 restored_entries = self.applied.len(),
-                "ready: the restored table stays in force (config rejected), classifier attached, rules in place"
+                "ready: the restored table stays in force until a valid config arrives, classifier attached, rules in place"
             );
         }
     }
