@@ -26,7 +26,7 @@ use crate::{
     rules::{Family, Installer, RuleSet, RulesError},
     source, sync,
     table::Table,
-    watch::{self, LinkEvent},
+    watch::{self, ConfigEvent, LinkEvent},
 };
 use crate::{
     http,
@@ -194,7 +194,7 @@ pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
         watch::link_events(link_tx)?;
     }
     let (config_tx, mut config_rx) = mpsc::channel(64);
-    let mut config_watched = agent.watch_config(config_tx.clone());
+    let mut config_watched = agent.watch_config(config_tx.clone(), false);
 
     agent.reload();
     agent.keep_rules()?;
@@ -225,13 +225,27 @@ pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
                 info!("SIGINT: exiting, datapath left in place");
                 return Ok(());
             }
-            Some(()) = config_rx.recv() => {
+            Some(event) = config_rx.recv() => {
                 // A ConfigMap update is a burst of events. The watch only
                 // reports completed writes and renames (never a write in
                 // progress), so the file is whole now: reload at once, and
                 // fold the events already queued into this reload. Later
                 // ones re-read the file and stop at the unchanged bytes.
-                while config_rx.try_recv().is_ok() {}
+                let mut lost = None;
+                let mut next = Some(event);
+                while let Some(event) = next {
+                    if let ConfigEvent::Lost { reason } = event {
+                        lost = Some(reason);
+                    }
+                    next = config_rx.try_recv().ok();
+                }
+                if let Some(reason) = lost {
+                    // Set up again at once; the reload below catches what
+                    // the dead watch missed. If the directory is not back
+                    // yet, each resync tries again.
+                    agent.note_watch_lost(&reason);
+                    config_watched = agent.watch_config(config_tx.clone(), true);
+                }
                 agent.reload();
                 agent.install_pending_rules();
             }
@@ -248,7 +262,7 @@ pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
             _ = resync.tick() => {
                 debug!("periodic resync");
                 if !config_watched {
-                    config_watched = agent.watch_config(config_tx.clone());
+                    config_watched = agent.watch_config(config_tx.clone(), true);
                 }
                 // Pins first: rewriting the chain needs the xt_bpf pins.
                 agent.repair_pins();
@@ -288,14 +302,33 @@ impl Agent {
             .map_or(config::DEFAULT_RESYNC_INTERVAL, |c| c.resync_interval)
     }
 
-    fn watch_config(&self, changes: mpsc::Sender<()>) -> bool {
-        match watch::config_changes(&self.options.config_path, changes) {
-            Ok(()) => true,
+    /// Sets up the config watch; `again` after one was lost or could not
+    /// be set up.
+    fn watch_config(&self, changes: mpsc::Sender<ConfigEvent>, again: bool) -> bool {
+        let watched = match watch::config_changes(&self.options.config_path, changes) {
+            Ok(()) => {
+                if again {
+                    info!(config = %self.options.config_path.display(), "config watch set up again");
+                }
+                true
+            }
             Err(err) => {
                 warn!(error = %error_chain(&err), "config changes are picked up at each resync only");
                 false
             }
-        }
+        };
+        self.shared.update(|status| status.config_watched = watched);
+        watched
+    }
+
+    /// The config watch stopped on its own; until it is set up again only
+    /// the resync sees changes.
+    fn note_watch_lost(&self, reason: &str) {
+        warn!(config = %self.options.config_path.display(), %reason, "config watch lost; setting it up again");
+        self.shared.update(|status| {
+            status.config_watched = false;
+            status.config_watch_failures += 1;
+        });
     }
 
     /// Reads, validates and applies the config file. A bad file is logged

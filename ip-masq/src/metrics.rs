@@ -130,6 +130,19 @@ impl Collector for Snapshot {
             )?;
             ConstGauge::new(at).encode(metric)?;
         }
+        gauge(
+            &mut encoder,
+            "config_watched",
+            "1 while the config directory is watched for changes; 0 when only the resync sees them.",
+            i64::from(status.config_watched),
+        )?;
+        let metric = encoder.encode_descriptor(
+            "config_watch_failures",
+            "Times the config watch stopped (read error, directory removed or moved) and was set up again.",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(status.config_watch_failures).encode(metric)?;
         let metric = encoder.encode_descriptor(
             "map_write_failures",
             "LPM map writes the kernel refused; they are retried at the next resync.",
@@ -221,6 +234,8 @@ mod tests {
                 },
             ],
             iptables_repairs: PerFamily { ipv4: 2, ipv6: 0 },
+            config_watched: true,
+            config_watch_failures: 2,
             ..AgentStatus::default()
         }
     }
@@ -258,6 +273,8 @@ mod tests {
             ("ip_masq_map_entries{family=\"ipv6\"}", "1"),
             ("ip_masq_map_capacity{family=\"ipv4\"}", "65536"),
             ("ip_masq_interfaces_attached", "2"),
+            ("ip_masq_config_watched", "1"),
+            ("ip_masq_config_watch_failures_total", "2"),
             ("ip_masq_iptables_repairs_total{family=\"ipv4\"}", "2"),
             ("ip_masq_iptables_repairs_total{family=\"ipv6\"}", "0"),
             (

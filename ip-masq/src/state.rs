@@ -168,6 +168,14 @@ pub struct AgentStatus {
     #[serde(default)]
     pub rules_withheld: bool,
     pub iptables_repairs: PerFamily,
+    /// The config directory is watched for changes (otherwise only each
+    /// resync sees them).
+    #[serde(default)]
+    pub config_watched: bool,
+    /// Times a running config watch stopped (a read error, or the directory
+    /// removed or moved) and had to be set up again.
+    #[serde(default)]
+    pub config_watch_failures: u64,
     /// Interference by someone else that the agent repaired, by kind.
     #[serde(default)]
     pub repairs: RepairCounts,

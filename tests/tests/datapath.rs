@@ -602,3 +602,95 @@ fn restart_on_an_invalid_file_keeps_the_restored_table() {
     wait_until_sees(&lab, pod, EXTERNAL_INSIDE_V4, pod.ipv4);
     assert_sees(&lab, pod, EXTERNAL_OUTSIDE_V4, node);
 }
+
+/// Swaps two directories atomically (`renameat2(RENAME_EXCHANGE)`), so
+/// that the path of the first never goes missing.
+fn exchange_directories(a: &std::path::Path, b: &std::path::Path) {
+    use std::{ffi::CString, os::unix::ffi::OsStrExt as _};
+    let a_c = CString::new(a.as_os_str().as_bytes()).unwrap();
+    let b_c = CString::new(b.as_os_str().as_bytes()).unwrap();
+    // SAFETY: valid NUL-terminated paths.
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            a_c.as_ptr(),
+            libc::AT_FDCWD,
+            b_c.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    assert_eq!(
+        rc,
+        0,
+        "exchange {} and {}: {}",
+        a.display(),
+        b.display(),
+        std::io::Error::last_os_error()
+    );
+}
+
+/// Removes a directory the lab does not own, also when the test fails.
+struct RemoveOnDrop(std::path::PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A watch follows the directory's inode, not its path: when the directory
+/// is replaced, the agent notices that its watch is lost, counts it, sets it
+/// up on the new directory, and a later change is still picked up at once
+/// (the hour-long resync would not see it within the test).
+#[test]
+fn config_watch_survives_its_directory_being_replaced() {
+    let lab = Lab::new(LabOptions::default());
+    lab.write_config("nonMasqueradeCIDRs: [172.16.0.0/12]\nresyncInterval: 1h\n");
+    let agent = lab.start_agent(&[]);
+    let pod = &lab.pods[0];
+    let node = ip(NODE_UPLINK_V4);
+    assert_sees(&lab, pod, EXTERNAL_INSIDE_V4, pod.ipv4);
+    assert_sees(&lab, pod, EXTERNAL_OUTSIDE_V4, node);
+    let metric = |name: &str| {
+        let (_, body) = lab.node.http_get(METRICS, "/metrics");
+        body.lines()
+            .find_map(|line| {
+                line.strip_prefix(name)?
+                    .strip_prefix(' ')
+                    .map(str::to_owned)
+            })
+            .unwrap_or_else(|| panic!("no {name} in:\n{body}"))
+    };
+    assert_eq!(metric("ip_masq_config_watched"), "1");
+    assert_eq!(metric("ip_masq_config_watch_failures_total"), "0");
+
+    // A new directory with the same file takes the old one's place.
+    let mut replacement = lab.config_dir().as_os_str().to_owned();
+    replacement.push(".replacement");
+    let replacement = RemoveOnDrop(replacement.into());
+    std::fs::create_dir(&replacement.0).unwrap();
+    std::fs::write(
+        replacement.0.join("ip-masq-agent"),
+        "nonMasqueradeCIDRs: [172.16.0.0/12]\nresyncInterval: 1h\n",
+    )
+    .unwrap();
+    exchange_directories(lab.config_dir(), &replacement.0);
+    agent.wait_for_log("config watch set up again", Duration::from_secs(5));
+    assert_eq!(
+        agent.count_in_log("config watch lost"),
+        1,
+        "{}",
+        agent.log()
+    );
+    assert_eq!(metric("ip_masq_config_watch_failures_total"), "1");
+    assert_eq!(metric("ip_masq_config_watched"), "1");
+
+    // A change in the directory now at the path is applied at once.
+    lab.write_config("nonMasqueradeCIDRs: [203.0.113.0/24]\nresyncInterval: 1h\n");
+    wait_until_sees(&lab, pod, EXTERNAL_OUTSIDE_V4, pod.ipv4);
+    assert_sees(&lab, pod, EXTERNAL_INSIDE_V4, node);
+    // And so is the next one.
+    lab.write_config("nonMasqueradeCIDRs: [10.0.0.0/8]\nresyncInterval: 1h\n");
+    wait_until_sees(&lab, pod, EXTERNAL_OUTSIDE_V4, node);
+    assert_eq!(agent.count_in_log("config applied"), 3, "{}", agent.log());
+}
