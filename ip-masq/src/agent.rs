@@ -26,7 +26,7 @@ use crate::{
     rules::{Family, Installer, RuleSet, RulesError},
     source, sync,
     table::Table,
-    watch::{self, LinkEvent},
+    watch::{self, ConfigEvent, LinkEvent},
 };
 use crate::{
     http,
@@ -127,6 +127,11 @@ struct Agent {
     applied: Table,
     /// The config in force (the last good one).
     config: Option<MasqConfig>,
+    /// The pinned maps held entries at start: an earlier agent's table,
+    /// the last good config until this agent applies one of its own.
+    restored: bool,
+    /// "ready:" was logged.
+    ready_announced: bool,
     /// Raw bytes of the last file read, to skip no-op reloads cheaply.
     last_bytes: Option<Option<Vec<u8>>>,
     /// Why the file could not be read last time, so that a file that stays
@@ -162,16 +167,6 @@ pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
         mark: options.rules.mark,
         max_entries: options.max_entries,
     })?;
-    // Start from what the pinned maps already hold, so that a restart
-    // writes only the difference and never empties the maps.
-    let applied = Table::from_map_entries(datapath.read_entries()?.into_iter().filter_map(
-        |(prefix, value)| ip_masq_common::Action::from_value(value).map(|action| (prefix, action)),
-    ));
-    info!(
-        pin_dir = %options.pin_dir.display(),
-        restored_entries = applied.len(),
-        "datapath loaded"
-    );
     let mut installers = vec![Installer::new(Family::V4, options.rules.clone())];
     if options.parse.enable_ipv6 {
         installers.push(Installer::new(Family::V6, options.rules.clone()));
@@ -179,8 +174,10 @@ pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
     let mut agent = Agent {
         options,
         datapath,
-        applied,
+        applied: Table::default(),
         config: None,
+        restored: false,
+        ready_announced: false,
         last_bytes: None,
         last_read_error: None,
         installers,
@@ -189,13 +186,15 @@ pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
         publisher,
     };
 
+    agent.restore()?;
+
     let (link_tx, mut link_rx) = mpsc::channel(1024);
     // xt-bpf mode attaches nothing to interfaces, so it does not follow them.
     if agent.options.rules.datapath == DatapathMode::Tc {
         watch::link_events(link_tx)?;
     }
     let (config_tx, mut config_rx) = mpsc::channel(64);
-    let mut config_watched = agent.watch_config(config_tx.clone());
+    let mut config_watched = agent.watch_config(config_tx.clone(), false);
 
     agent.reload();
     agent.keep_rules()?;
@@ -205,10 +204,7 @@ pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
     // finds the state file and the endpoints in step with it.
     agent.shared.update(|status| status.startup_complete = true);
     agent.publish();
-    info!(
-        interfaces = agent.attached.len(),
-        "ready: maps filled, classifier attached, rules in place"
-    );
+    agent.announce_ready();
 
     let mut terminate = signal(SignalKind::terminate()).map_err(AgentError::Signal)?;
     let mut interrupt = signal(SignalKind::interrupt()).map_err(AgentError::Signal)?;
@@ -229,14 +225,29 @@ pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
                 info!("SIGINT: exiting, datapath left in place");
                 return Ok(());
             }
-            Some(()) = config_rx.recv() => {
+            Some(event) = config_rx.recv() => {
                 // A ConfigMap update is a burst of events. The watch only
                 // reports completed writes and renames (never a write in
                 // progress), so the file is whole now: reload at once, and
                 // fold the events already queued into this reload. Later
                 // ones re-read the file and stop at the unchanged bytes.
-                while config_rx.try_recv().is_ok() {}
+                let mut lost = None;
+                let mut next = Some(event);
+                while let Some(event) = next {
+                    if let ConfigEvent::Lost { reason } = event {
+                        lost = Some(reason);
+                    }
+                    next = config_rx.try_recv().ok();
+                }
+                if let Some(reason) = lost {
+                    // Set up again at once; the reload below catches what
+                    // the dead watch missed. If the directory is not back
+                    // yet, each resync tries again.
+                    agent.note_watch_lost(&reason);
+                    config_watched = agent.watch_config(config_tx.clone(), true);
+                }
                 agent.reload();
+                agent.install_pending_rules();
             }
             Some(event) = link_rx.recv() => {
                 agent.on_link_event(event);
@@ -251,7 +262,7 @@ pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
             _ = resync.tick() => {
                 debug!("periodic resync");
                 if !config_watched {
-                    config_watched = agent.watch_config(config_tx.clone());
+                    config_watched = agent.watch_config(config_tx.clone(), true);
                 }
                 // Pins first: rewriting the chain needs the xt_bpf pins.
                 agent.repair_pins();
@@ -266,6 +277,7 @@ pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
             }
         }
         agent.publish();
+        agent.announce_ready();
         let wanted = agent.resync_interval();
         if wanted != resync_every {
             resync_every = wanted;
@@ -290,14 +302,33 @@ impl Agent {
             .map_or(config::DEFAULT_RESYNC_INTERVAL, |c| c.resync_interval)
     }
 
-    fn watch_config(&self, changes: mpsc::Sender<()>) -> bool {
-        match watch::config_changes(&self.options.config_path, changes) {
-            Ok(()) => true,
+    /// Sets up the config watch; `again` after one was lost or could not
+    /// be set up.
+    fn watch_config(&self, changes: mpsc::Sender<ConfigEvent>, again: bool) -> bool {
+        let watched = match watch::config_changes(&self.options.config_path, changes) {
+            Ok(()) => {
+                if again {
+                    info!(config = %self.options.config_path.display(), "config watch set up again");
+                }
+                true
+            }
             Err(err) => {
                 warn!(error = %error_chain(&err), "config changes are picked up at each resync only");
                 false
             }
-        }
+        };
+        self.shared.update(|status| status.config_watched = watched);
+        watched
+    }
+
+    /// The config watch stopped on its own; until it is set up again only
+    /// the resync sees changes.
+    fn note_watch_lost(&self, reason: &str) {
+        warn!(config = %self.options.config_path.display(), %reason, "config watch lost; setting it up again");
+        self.shared.update(|status| {
+            status.config_watched = false;
+            status.config_watch_failures += 1;
+        });
     }
 
     /// Reads, validates and applies the config file. A bad file is logged
@@ -394,7 +425,17 @@ impl Agent {
     }
 
     fn reject(&self, error: String) -> ReloadOutcome {
-        error!("config rejected, previous config stays in force: {error}");
+        if self.config.is_some() {
+            error!("config rejected, previous config stays in force: {error}");
+        } else if self.restored {
+            error!(
+                "config rejected, the table restored from the pinned maps stays in force: {error}"
+            );
+        } else {
+            error!(
+                "config rejected and no earlier table to keep: nothing is masqueraded until a valid config arrives: {error}"
+            );
+        }
         self.shared.update(|status| {
             status.record_reload(ReloadResult::Rejected {
                 error: error.clone(),
@@ -403,7 +444,26 @@ impl Agent {
         ReloadOutcome::Rejected { error }
     }
 
-    /// Puts back entries someone changed in the maps behind our back.
+    /// Starts from what the pinned maps already hold, so that a restart
+    /// writes only the difference and never empties the maps. Entries whose
+    /// value is no action were written by someone else: they would win the
+    /// lookup for their prefix forever, so they are removed now.
+    fn restore(&mut self) -> Result<(), AgentError> {
+        let found = sync::ReadBack::from_entries(self.datapath.read_entries()?);
+        let restored = found.table.clone();
+        let report = sync::repair(&mut self.datapath, &mut self.applied, found, &restored);
+        self.restored = !self.applied.is_empty();
+        info!(
+            pin_dir = %self.options.pin_dir.display(),
+            restored_entries = self.applied.len(),
+            "datapath loaded"
+        );
+        self.note_repair(&report);
+        Ok(())
+    }
+
+    /// Puts back entries someone changed in the maps behind our back, and
+    /// removes entries the agent did not write.
     fn repair_map_drift(&mut self) {
         let entries = match self.datapath.read_entries() {
             Ok(entries) => entries,
@@ -412,16 +472,48 @@ impl Agent {
                 return;
             }
         };
-        let actual = Table::from_map_entries(entries.into_iter().filter_map(|(prefix, value)| {
-            ip_masq_common::Action::from_value(value).map(|action| (prefix, action))
-        }));
-        if actual.diff(&self.applied).is_empty() && self.applied.diff(&actual).is_empty() {
+        let found = sync::ReadBack::from_entries(entries);
+        if found.matches(&self.applied) {
             return;
         }
-        let desired = std::mem::replace(&mut self.applied, actual);
-        warn!("map contents drifted from the config; repairing");
-        if let Err(err) = sync::apply(&mut self.datapath, &mut self.applied, &desired) {
+        let desired = std::mem::take(&mut self.applied);
+        let report = sync::repair(&mut self.datapath, &mut self.applied, found, &desired);
+        if report.sync.added + report.sync.removed > 0 {
+            warn!(
+                put_back = report.sync.added,
+                removed = report.sync.removed,
+                "map contents drifted from the config; repaired"
+            );
+        }
+        self.note_repair(&report);
+    }
+
+    /// Logs and counts what a repair of the maps did.
+    fn note_repair(&self, report: &sync::RepairReport) {
+        if !report.unknown_removed.is_empty() {
+            // A handful is enough to find who writes them.
+            let shown: Vec<String> = report
+                .unknown_removed
+                .iter()
+                .take(8)
+                .map(|(prefix, value)| format!("{prefix}={value}"))
+                .collect();
+            warn!(
+                count = report.unknown_removed.len(),
+                entries = %shown.join(","),
+                "map entries with an unknown action value (not written by the agent) removed"
+            );
+        }
+        for failure in &report.sync.failures {
+            error!(error = %error_chain(failure), "map repair write failed; retried at next resync");
+        }
+        if let Some(err) = &report.refused {
             error!(error = %err, "cannot repair the maps");
+        }
+        let repaired = report.repaired() as u64;
+        if repaired > 0 {
+            self.shared
+                .update(|status| status.repairs.map_entry += repaired);
         }
     }
 
@@ -471,9 +563,62 @@ impl Agent {
         Ok(())
     }
 
+    /// Whether a table decides traffic: a config this agent applied, or
+    /// the one an earlier agent left in the pinned maps.
+    fn table_in_force(&self) -> bool {
+        self.config.is_some() || self.restored
+    }
+
+    /// Installs the rules once a first valid config arrived after a start
+    /// without any table; a failure is retried at the next resync.
+    fn install_pending_rules(&mut self) {
+        if self.table_in_force()
+            && !self.shared.snapshot().rules_installed
+            && let Err(err) = self.keep_rules()
+        {
+            error!(error = %error_chain(&err), "cannot install iptables rules");
+        }
+    }
+
+    /// Logs "ready:" once, when the table is in force and the rules are in
+    /// place for the first time.
+    fn announce_ready(&mut self) {
+        if self.ready_announced {
+            return;
+        }
+        let status = self.shared.snapshot();
+        if !status.startup_complete || !status.rules_installed {
+            return;
+        }
+        self.ready_announced = true;
+        if self.config.is_some() {
+            info!(
+                interfaces = self.attached.len(),
+                "ready: maps filled, classifier attached, rules in place"
+            );
+        } else {
+            info!(
+                interfaces = self.attached.len(),
+                restored_entries = self.applied.len(),
+                "ready: the restored table stays in force until a valid config arrives, classifier attached, rules in place"
+            );
+        }
+    }
+
     /// Installs or repairs the rules, and tells the readiness check what it
     /// should now find.
+    ///
+    /// Without any table in force (a first start on an invalid file, with
+    /// empty maps) nothing is installed: the chain's last rule would
+    /// masquerade everything, where ip-masq-agent in that state writes no
+    /// chain and masquerades nothing.
     fn keep_rules(&mut self) -> Result<(), RulesError> {
+        let without_table = !self.table_in_force();
+        self.shared
+            .update(|status| status.rules_withheld = without_table);
+        if without_table {
+            return Ok(());
+        }
         let result = self.ensure_rules();
         match &result {
             Ok(()) => {

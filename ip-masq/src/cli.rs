@@ -20,8 +20,8 @@ pub const DEFAULT_PIN_PATH: &str = "/sys/fs/bpf/ip-masq";
 /// Decides which pod traffic is masqueraded, with an eBPF classifier and
 /// three static iptables rules instead of one rule per CIDR.
 ///
-/// Exit codes: 0 success; 1 a check found problems (`check`); 2 usage or
-/// runtime error.
+/// Exit codes: 0 success; 1 a check found problems (`check`: the file is
+/// invalid); 2 usage or runtime error (`check`: the file cannot be read).
 #[derive(Debug, Parser)]
 #[command(name = "ip-masq", version, about, long_about = None, propagate_version = true)]
 pub struct Cli {

@@ -48,6 +48,19 @@ pub enum CommandError {
     },
 }
 
+impl CommandError {
+    /// Whether the error is about the file's contents (`check` exits 1):
+    /// invalid as the agent would judge it, over `--max-cidrs`, or over
+    /// `--max-config-bytes`. Anything else (the file cannot be read: a
+    /// directory, a dangling symlink, an I/O error) is an error (exit 2).
+    pub fn is_invalid_config(&self) -> bool {
+        matches!(
+            self,
+            Self::Invalid { .. } | Self::Read(ReadError::TooLarge { .. })
+        )
+    }
+}
+
 impl ConfigArgs {
     pub fn parse_options(&self) -> ParseOptions {
         ParseOptions {

@@ -1,5 +1,6 @@
 //! Entry point: parses the command line, sets up logging, runs one command
-//! and maps its result to an exit code (0 ok, 1 check failed, 2 error).
+//! and maps its result to an exit code (0 ok, 1 check found the file
+//! invalid, 2 error).
 
 use std::{io::IsTerminal as _, process::ExitCode};
 
@@ -30,7 +31,9 @@ fn main() -> ExitCode {
                     print!("{}", commands::check_rejection_json(&args, &err));
                 }
                 eprintln!("error: {}", agent::error_chain(&err));
-                return ExitCode::from(1);
+                // 1 means "the file is invalid"; not being able to read it
+                // is an error like any other.
+                return ExitCode::from(if err.is_invalid_config() { 1 } else { 2 });
             }
         },
         Command::Dump(args) => commands::dump(&args)

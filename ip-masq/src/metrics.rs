@@ -158,6 +158,19 @@ impl Collector for Snapshot {
             )?;
             ConstGauge::new(at).encode(metric)?;
         }
+        gauge(
+            &mut encoder,
+            "config_watched",
+            "1 while the config directory is watched for changes; 0 when only the resync sees them.",
+            i64::from(status.config_watched),
+        )?;
+        let metric = encoder.encode_descriptor(
+            "config_watch_failures",
+            "Times the config watch stopped (read error, directory removed or moved) and was set up again.",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(status.config_watch_failures).encode(metric)?;
         let metric = encoder.encode_descriptor(
             "map_write_failures",
             "LPM map writes the kernel refused; they are retried at the next resync.",
@@ -204,7 +217,7 @@ impl Collector for Snapshot {
         counters(
             &mut encoder,
             "repairs",
-            "Interference by someone else that the agent repaired, by kind: chain, jump, link (classifier detached), map_pin, program_pin (pin removed).",
+            "Interference by someone else that the agent repaired, by kind: chain, jump, link (classifier detached), map_pin, program_pin (pin removed), map_entry (map entry removed or put back).",
             &status
                 .repairs
                 .by_kind()
@@ -249,6 +262,8 @@ mod tests {
                 },
             ],
             iptables_repairs: PerFamily { ipv4: 2, ipv6: 0 },
+            config_watched: true,
+            config_watch_failures: 2,
             ..AgentStatus::default()
         }
     }
@@ -308,6 +323,8 @@ mod tests {
             ("ip_masq_map_entries{family=\"ipv6\"}", "1"),
             ("ip_masq_map_capacity{family=\"ipv4\"}", "65536"),
             ("ip_masq_interfaces_attached", "2"),
+            ("ip_masq_config_watched", "1"),
+            ("ip_masq_config_watch_failures_total", "2"),
             ("ip_masq_iptables_repairs_total{family=\"ipv4\"}", "2"),
             ("ip_masq_iptables_repairs_total{family=\"ipv6\"}", "0"),
             (
@@ -363,6 +380,7 @@ mod tests {
         let mut status = AgentStatus::default();
         status.repairs.chain = 2;
         status.repairs.map_pin = 1;
+        status.repairs.map_entry = 3;
         let text = render(&status, None, None);
         for (kind, value) in [
             ("chain", "2"),
@@ -370,6 +388,7 @@ mod tests {
             ("link", "0"),
             ("map_pin", "1"),
             ("program_pin", "0"),
+            ("map_entry", "3"),
         ] {
             assert_eq!(
                 sample(&text, &format!("ip_masq_repairs_total{{kind=\"{kind}\"}}")),

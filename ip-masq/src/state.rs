@@ -162,7 +162,20 @@ pub struct AgentStatus {
     pub rules_installed: bool,
     /// The last attempt to install or repair the rules failed with this.
     pub rules_error: Option<String>,
+    /// No config was ever valid and the maps held no earlier table: no
+    /// rules are installed, so nothing is masqueraded (as ip-masq-agent,
+    /// which writes no chain until its config is valid).
+    #[serde(default)]
+    pub rules_withheld: bool,
     pub iptables_repairs: PerFamily,
+    /// The config directory is watched for changes (otherwise only each
+    /// resync sees them).
+    #[serde(default)]
+    pub config_watched: bool,
+    /// Times a running config watch stopped (a read error, or the directory
+    /// removed or moved) and had to be set up again.
+    #[serde(default)]
+    pub config_watch_failures: u64,
     /// Interference by someone else that the agent repaired, by kind.
     #[serde(default)]
     pub repairs: RepairCounts,
@@ -183,17 +196,23 @@ pub struct RepairCounts {
     pub map_pin: u64,
     /// An xt_bpf socket filter pin was removed, and put back.
     pub program_pin: u64,
+    /// A map entry the agent did not write (one with an unknown action
+    /// value, or a changed one) was removed, or one that went missing was
+    /// put back; counted per entry.
+    #[serde(default)]
+    pub map_entry: u64,
 }
 
 impl RepairCounts {
     /// Each count with its metric label.
-    pub fn by_kind(&self) -> [(&'static str, u64); 5] {
+    pub fn by_kind(&self) -> [(&'static str, u64); 6] {
         [
             ("chain", self.chain),
             ("jump", self.jump),
             ("link", self.link),
             ("map_pin", self.map_pin),
             ("program_pin", self.program_pin),
+            ("map_entry", self.map_entry),
         ]
     }
 }
@@ -317,6 +336,11 @@ pub fn not_ready_reasons(status: &AgentStatus, rule_problems: &[String]) -> Vec<
             "starting: loading the datapath, filling the maps and installing the rules".into(),
         );
         return reasons;
+    }
+    if status.rules_withheld {
+        reasons.push(
+            "config rejected and no earlier table to keep: no masquerade rules installed, nothing is masqueraded until a valid config arrives".into(),
+        );
     }
     match &status.last_reload {
         Some(ReloadRecord {
@@ -599,6 +623,27 @@ mod tests {
         );
         status.last_reload = ready_status().last_reload;
         assert!(not_ready_reasons(&status, &[]).is_empty());
+    }
+
+    #[test]
+    fn withheld_rules_are_a_reason_of_their_own() {
+        let mut status = ready_status();
+        status.rules_installed = false;
+        status.maps_filled = false;
+        status.rules_withheld = true;
+        status.last_reload = Some(ReloadRecord {
+            at: 2.0,
+            result: ReloadResult::Rejected {
+                error: "bad CIDR".into(),
+            },
+        });
+        assert_eq!(
+            not_ready_reasons(&status, &[]),
+            [
+                "config rejected and no earlier table to keep: no masquerade rules installed, nothing is masqueraded until a valid config arrives",
+                "last config reload failed: bad CIDR",
+            ]
+        );
     }
 
     #[test]

@@ -60,6 +60,37 @@ pub fn dump_maps(pin_dir: &Path) -> Result<BTreeSet<String>, String> {
         .collect())
 }
 
+/// Writes one raw entry into the LPM map pinned under `pin_dir` for
+/// `cidr`'s family, bypassing the agent, as another tool could: `value` need
+/// not be an action the agent knows.
+///
+/// # Panics
+/// When the map is not pinned there or refuses the write.
+pub fn write_raw_map_entry(pin_dir: &Path, cidr: &str, value: u8) {
+    use aya::maps::{
+        Map, MapData,
+        lpm_trie::{Key, LpmTrie},
+    };
+    let (address, prefix_len) = cidr.split_once('/').expect("ADDRESS/PREFIX");
+    let prefix_len: u32 = prefix_len.parse().expect("prefix length");
+    match address.parse::<std::net::IpAddr>().expect("address") {
+        std::net::IpAddr::V4(address) => {
+            let data = MapData::from_pin(pin_dir.join("NON_MASQ_V4")).expect("pinned map");
+            let mut map: LpmTrie<MapData, [u8; 4], u8> =
+                LpmTrie::try_from(Map::LpmTrie(data)).expect("LPM trie");
+            map.insert(&Key::new(prefix_len, address.octets()), value, 0)
+                .expect("map write");
+        }
+        std::net::IpAddr::V6(address) => {
+            let data = MapData::from_pin(pin_dir.join("NON_MASQ_V6")).expect("pinned map");
+            let mut map: LpmTrie<MapData, [u8; 16], u8> =
+                LpmTrie::try_from(Map::LpmTrie(data)).expect("LPM trie");
+            map.insert(&Key::new(prefix_len, address.octets()), value, 0)
+                .expect("map write");
+        }
+    }
+}
+
 /// Builds the command line of one agent process.
 #[derive(Clone, Debug)]
 pub struct AgentBuilder {

@@ -3,13 +3,10 @@
 use std::{
     ffi::CString,
     fs,
-    io::{Read as _, Write as _},
-    net::{SocketAddr, TcpStream},
     os::fd::AsRawFd as _,
     path::{Path, PathBuf},
     process::{Command, Output},
     sync::atomic::{AtomicU32, Ordering},
-    time::Duration,
 };
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
@@ -128,6 +125,53 @@ impl Netns {
         .expect("thread inside the namespace panicked")
     }
 
+    /// `GET path` on `address` (an agent's metrics listener), from inside
+    /// this namespace. Returns the status code and the body.
+    ///
+    /// # Panics
+    /// When nothing answers.
+    pub fn http_get(&self, address: &str, path: &str) -> (u16, String) {
+        self.try_http_get(address, path)
+            .unwrap_or_else(|err| panic!("GET {path} on {address}: {err}"))
+    }
+
+    /// [`Netns::http_get`], with a connection or protocol failure as an
+    /// error: nothing listens yet, say.
+    ///
+    /// # Errors
+    /// What failed, as text.
+    pub fn try_http_get(&self, address: &str, path: &str) -> Result<(u16, String), String> {
+        use std::io::{Read as _, Write as _};
+        let request =
+            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
+        let address: std::net::SocketAddr = address.parse().map_err(|err| format!("{err}"))?;
+        self.enter(move || {
+            let timeout = std::time::Duration::from_secs(2);
+            let mut stream = std::net::TcpStream::connect_timeout(&address, timeout)
+                .map_err(|err| format!("connect: {err}"))?;
+            stream
+                .set_read_timeout(Some(std::time::Duration::from_secs(10)))
+                .map_err(|err| err.to_string())?;
+            stream
+                .write_all(request.as_bytes())
+                .map_err(|err| format!("send: {err}"))?;
+            let mut response = Vec::new();
+            stream
+                .read_to_end(&mut response)
+                .map_err(|err| format!("read: {err}"))?;
+            let response = String::from_utf8(response).map_err(|err| err.to_string())?;
+            let (head, body) = response
+                .split_once("\r\n\r\n")
+                .ok_or_else(|| format!("not an HTTP response: {response:?}"))?;
+            let code = head
+                .split_whitespace()
+                .nth(1)
+                .and_then(|code| code.parse().ok())
+                .ok_or_else(|| format!("no status code: {head:?}"))?;
+            Ok((code, body.to_owned()))
+        })
+    }
+
     /// Names of the programs attached at tcx ingress of `interface`, in
     /// chain order, as the kernel reports them.
     pub fn tcx_ingress_programs(&self, interface: &str) -> Vec<String> {
@@ -148,31 +192,6 @@ impl Netns {
     /// `iptables-save`-style listing of a table, inside the namespace.
     pub fn iptables_save(&self, program: &str, table: &str) -> String {
         self.exec_ok(program, &["-w", "-t", table, "-S"])
-    }
-
-    /// `GET path` from inside the namespace on `address` (such as the
-    /// agent's metrics listener); returns the status code and the body.
-    pub fn http_get(&self, address: SocketAddr, path: &str) -> (u16, String) {
-        let request =
-            format!("GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n");
-        self.enter(move || {
-            let mut stream = TcpStream::connect_timeout(&address, Duration::from_secs(2))
-                .unwrap_or_else(|err| panic!("connect to {address}: {err}"));
-            stream
-                .set_read_timeout(Some(Duration::from_secs(10)))
-                .expect("timeout");
-            stream.write_all(request.as_bytes()).expect("send request");
-            let mut response = Vec::new();
-            stream.read_to_end(&mut response).expect("read response");
-            let response = String::from_utf8(response).expect("utf-8 response");
-            let (head, body) = response.split_once("\r\n\r\n").expect("HTTP response");
-            let code = head
-                .split_whitespace()
-                .nth(1)
-                .and_then(|code| code.parse().ok())
-                .expect("status code");
-            (code, body.to_owned())
-        })
     }
 }
 

@@ -1,5 +1,6 @@
 //! `ip-masq check`: validates a config file the way `run` would, prints the
-//! effective table, lists every error at once, and exits 0 (valid) or 1.
+//! effective table, lists every error at once, and exits 0 (valid), 1
+//! (invalid) or 2 (the file cannot be read).
 
 use std::{path::PathBuf, process::Command};
 
@@ -104,18 +105,36 @@ fn every_bad_entry_is_listed_and_exit_code_is_1() {
 }
 
 #[test]
-fn syntax_errors_and_unreadable_files_exit_1() {
+fn syntax_errors_and_oversized_files_exit_1() {
     let broken = ConfigFile::new("nonMasqueradeCIDRs: [10.0.0.0/8\n");
     let (code, _, stderr) = check(&broken.path, &[]);
     assert_eq!(code, 1);
-    assert!(stderr.contains("neither valid YAML nor JSON"), "{stderr}");
+    assert!(stderr.contains("config is not valid YAML"), "{stderr}");
 
+    let large = ConfigFile::new(&format!("# {}\n", "x".repeat(2000)));
+    let (code, _, stderr) = check(&large.path, &["--max-config-bytes", "1024"]);
+    assert_eq!(code, 1, "{stderr}");
+    assert!(stderr.contains("larger than 1024 bytes"), "{stderr}");
+    let (code, _, stderr) = check(&large.path, &["--max-config-bytes", "4096"]);
+    assert_eq!(code, 0, "{stderr}");
+}
+
+/// A file that cannot be read is an error, not an invalid file.
+#[test]
+fn unreadable_files_exit_2() {
     let directory = std::env::temp_dir().join(unique_name("ip-masq-dir-"));
     std::fs::create_dir(&directory).unwrap();
-    let (code, _, stderr) = check(&directory, &[]);
+    let (code, stdout, stderr) = check(&directory, &[]);
     std::fs::remove_dir(&directory).unwrap();
-    assert_eq!(code, 1);
+    assert_eq!(code, 2, "{stdout}{stderr}");
     assert!(stderr.contains("is a directory"), "{stderr}");
+
+    let dangling = std::env::temp_dir().join(unique_name("ip-masq-dangling-"));
+    std::os::unix::fs::symlink("/nonexistent/ip-masq-agent", &dangling).unwrap();
+    let (code, stdout, stderr) = check(&dangling, &[]);
+    std::fs::remove_file(&dangling).unwrap();
+    assert_eq!(code, 2, "{stdout}{stderr}");
+    assert!(stderr.contains("which does not exist"), "{stderr}");
 }
 
 #[test]

@@ -462,3 +462,302 @@ fn the_default_mark_survives_portmaps_masquerade_rule() {
         assert_sees(&lab, pod, EXTERNAL_INSIDE_V4, node);
     }
 }
+/// An entry whose value is no action (written by another tool, or a future
+/// version) is the longest match for its prefix and the classifier treats it
+/// as "masquerade": it must not survive a start or a resync.
+#[test]
+fn entries_with_an_unknown_action_are_removed_at_start_and_at_resync() {
+    let lab = Lab::new(LabOptions::default());
+    lab.write_config("resyncInterval: 1s\n");
+    let mut agent = lab.start_agent(&[]);
+    let pod = &lab.pods[0];
+    let node = ip(NODE_UPLINK_V4);
+    let pin_dir = lab.bpffs.pin_dir();
+    // Inside the kept 172.16.0.0/12, around the inside address.
+    const STRAY: &str = "172.16.5.0/24";
+    let stray_dumped = format!("{STRAY} unknown(7)");
+    assert_sees(&lab, pod, EXTERNAL_INSIDE_V4, pod.ipv4);
+    agent
+        .signal_and_wait(libc::SIGTERM, Duration::from_secs(2))
+        .expect("agent exits on SIGTERM");
+
+    // Written while the agent is down: it wins the lookup.
+    lab::agent::write_raw_map_entry(&pin_dir, STRAY, 7);
+    assert!(
+        lab::agent::dump_maps(&pin_dir)
+            .unwrap()
+            .contains(&stray_dumped)
+    );
+    assert_sees(&lab, pod, EXTERNAL_INSIDE_V4, node);
+
+    // The restarted agent removes it before it is ready.
+    let agent = lab.start_agent(&[]);
+    let dumped = lab::agent::dump_maps(&pin_dir).unwrap();
+    assert!(
+        !dumped.contains(&stray_dumped),
+        "{dumped:?}\n{}",
+        agent.log()
+    );
+    assert!(
+        agent.log().contains("restored_entries=4"),
+        "the known entries are restored:\n{}",
+        agent.log()
+    );
+    assert_eq!(
+        agent.count_in_log("unknown action value"),
+        1,
+        "{}",
+        agent.log()
+    );
+    assert!(
+        agent.log().contains(&format!("{STRAY}=7")),
+        "{}",
+        agent.log()
+    );
+    assert_sees(&lab, pod, EXTERNAL_INSIDE_V4, pod.ipv4);
+    assert_sees(&lab, pod, EXTERNAL_OUTSIDE_V4, node);
+
+    // Written while it runs: gone within a resync.
+    lab::agent::write_raw_map_entry(&pin_dir, STRAY, 7);
+    assert!(
+        wait_until(Duration::from_secs(3), || {
+            !lab::agent::dump_maps(&pin_dir)
+                .unwrap()
+                .contains(&stray_dumped)
+        }),
+        "stray entry still there 3 s later:\n{}",
+        agent.log()
+    );
+    assert_eq!(
+        agent.count_in_log("unknown action value"),
+        2,
+        "{}",
+        agent.log()
+    );
+    assert_sees(&lab, pod, EXTERNAL_INSIDE_V4, pod.ipv4);
+    assert_sees(&lab, pod, EXTERNAL_OUTSIDE_V4, node);
+    assert_eq!(
+        lab::agent::dump_maps(&pin_dir).unwrap(),
+        [
+            "10.0.0.0/8 keep-source",
+            "169.254.0.0/16 keep-source",
+            "172.16.0.0/12 keep-source",
+            "192.168.0.0/16 keep-source"
+        ]
+        .map(str::to_owned)
+        .into_iter()
+        .collect()
+    );
+}
+
+/// The agent's metrics and health listener in the lab (its default).
+const METRICS: &str = "127.0.0.1:9483";
+
+/// Whether the node's nat table mentions our chain at all.
+fn nat_has_our_chain(lab: &Lab) -> bool {
+    lab.node
+        .iptables_save("iptables", "nat")
+        .contains("IP-MASQ-AGENT")
+}
+
+/// A first start on an invalid file, with nothing in the maps to keep: as
+/// ip-masq-agent, which writes no chain until its config is valid, nothing
+/// is masqueraded, and the agent says so and is not ready. A valid file is
+/// applied as soon as it is written.
+#[test]
+fn invalid_file_at_first_start_masquerades_nothing_until_a_valid_one() {
+    let lab = Lab::new(LabOptions::default());
+    lab.write_config("nonMasqueradeCIDRs: [172.16.0.0/12, not-a-cidr]\n");
+    let agent = lab.agent(&[]).spawn();
+    let pod = &lab.pods[0];
+    let node = ip(NODE_UPLINK_V4);
+    const WITHHELD: &str = "no earlier table to keep";
+    let mut last = (0, String::new());
+    assert!(
+        wait_until(Duration::from_secs(20), || {
+            last = lab
+                .node
+                .try_http_get(METRICS, "/readyz")
+                .unwrap_or_else(|err| (0, err));
+            last.1.contains(WITHHELD)
+        }),
+        "readyz never said why: {last:?}\n{}",
+        agent.log()
+    );
+    assert_eq!(last.0, 503, "{last:?}");
+    assert!(
+        last.1.contains("not-a-cidr"),
+        "names the problem: {}",
+        last.1
+    );
+    assert!(
+        !nat_has_our_chain(&lab),
+        "{}",
+        lab.node.iptables_save("iptables", "nat")
+    );
+    // Neither is masqueraded: there is no chain.
+    assert_sees(&lab, pod, EXTERNAL_OUTSIDE_V4, pod.ipv4);
+    assert_sees(&lab, pod, EXTERNAL_INSIDE_V4, pod.ipv4);
+    let log = agent.log();
+    assert_eq!(agent.count_in_log("config rejected"), 1, "{log}");
+    assert_eq!(agent.count_in_log(WITHHELD), 1, "{log}");
+    assert!(!log.contains("stays in force"), "{log}");
+    assert!(!log.contains("ready:"), "{log}");
+
+    lab.write_config("nonMasqueradeCIDRs: [172.16.0.0/12]\n");
+    agent.wait_for_log("ready:", Duration::from_secs(5));
+    assert!(
+        nat_has_our_chain(&lab),
+        "{}",
+        lab.node.iptables_save("iptables", "nat")
+    );
+    assert_sees(&lab, pod, EXTERNAL_OUTSIDE_V4, node);
+    assert_sees(&lab, pod, EXTERNAL_INSIDE_V4, pod.ipv4);
+    assert!(
+        wait_until(Duration::from_secs(5), || {
+            last = lab.node.http_get(METRICS, "/readyz");
+            last.0 == 200
+        }),
+        "{last:?}"
+    );
+    assert_eq!(agent.count_in_log("ready:"), 1, "{}", agent.log());
+}
+
+/// A restart on an invalid file keeps the table the earlier agent left in
+/// the pinned maps: it is the last good config.
+#[test]
+fn restart_on_an_invalid_file_keeps_the_restored_table() {
+    let lab = Lab::new(LabOptions::default());
+    // Unlike the defaults: the outside address keeps the pod IP, the inside
+    // one is masqueraded.
+    lab.write_config("nonMasqueradeCIDRs: [203.0.113.0/24]\n");
+    let mut agent = lab.start_agent(&[]);
+    let pod = &lab.pods[0];
+    let node = ip(NODE_UPLINK_V4);
+    assert_sees(&lab, pod, EXTERNAL_OUTSIDE_V4, pod.ipv4);
+    assert_sees(&lab, pod, EXTERNAL_INSIDE_V4, node);
+    agent
+        .signal_and_wait(libc::SIGTERM, Duration::from_secs(2))
+        .expect("agent exits on SIGTERM");
+
+    lab.write_config("nonMasqueradeCIDRs: [203.0.113.0/24, not-a-cidr]\n");
+    let agent = lab.start_agent(&[]);
+    let log = agent.log();
+    assert!(log.contains("restored_entries=2"), "{log}");
+    assert_eq!(
+        agent.count_in_log(
+            "config rejected, the table restored from the pinned maps stays in force"
+        ),
+        1,
+        "{log}"
+    );
+    assert!(!log.contains("no earlier table"), "{log}");
+    assert!(
+        nat_has_our_chain(&lab),
+        "{}",
+        lab.node.iptables_save("iptables", "nat")
+    );
+    assert_sees(&lab, pod, EXTERNAL_OUTSIDE_V4, pod.ipv4);
+    assert_sees(&lab, pod, EXTERNAL_INSIDE_V4, node);
+    assert_sees(&lab, pod, EXTERNAL_LINK_LOCAL_V4, pod.ipv4);
+    let (code, body) = lab.node.http_get(METRICS, "/readyz");
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("last config reload failed"), "{body}");
+    assert!(!body.contains("no earlier table"), "{body}");
+
+    lab.write_config("nonMasqueradeCIDRs: [172.16.0.0/12]\n");
+    wait_until_sees(&lab, pod, EXTERNAL_INSIDE_V4, pod.ipv4);
+    assert_sees(&lab, pod, EXTERNAL_OUTSIDE_V4, node);
+}
+
+/// Swaps two directories atomically (`renameat2(RENAME_EXCHANGE)`), so
+/// that the path of the first never goes missing.
+fn exchange_directories(a: &std::path::Path, b: &std::path::Path) {
+    use std::{ffi::CString, os::unix::ffi::OsStrExt as _};
+    let a_c = CString::new(a.as_os_str().as_bytes()).unwrap();
+    let b_c = CString::new(b.as_os_str().as_bytes()).unwrap();
+    // SAFETY: valid NUL-terminated paths.
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            a_c.as_ptr(),
+            libc::AT_FDCWD,
+            b_c.as_ptr(),
+            libc::RENAME_EXCHANGE,
+        )
+    };
+    assert_eq!(
+        rc,
+        0,
+        "exchange {} and {}: {}",
+        a.display(),
+        b.display(),
+        std::io::Error::last_os_error()
+    );
+}
+
+/// Removes a directory the lab does not own, also when the test fails.
+struct RemoveOnDrop(std::path::PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A watch follows the directory's inode, not its path: when the directory
+/// is replaced, the agent notices that its watch is lost, counts it, sets it
+/// up on the new directory, and a later change is still picked up at once
+/// (the hour-long resync would not see it within the test).
+#[test]
+fn config_watch_survives_its_directory_being_replaced() {
+    let lab = Lab::new(LabOptions::default());
+    lab.write_config("nonMasqueradeCIDRs: [172.16.0.0/12]\nresyncInterval: 1h\n");
+    let agent = lab.start_agent(&[]);
+    let pod = &lab.pods[0];
+    let node = ip(NODE_UPLINK_V4);
+    assert_sees(&lab, pod, EXTERNAL_INSIDE_V4, pod.ipv4);
+    assert_sees(&lab, pod, EXTERNAL_OUTSIDE_V4, node);
+    let metric = |name: &str| {
+        let (_, body) = lab.node.http_get(METRICS, "/metrics");
+        body.lines()
+            .find_map(|line| {
+                line.strip_prefix(name)?
+                    .strip_prefix(' ')
+                    .map(str::to_owned)
+            })
+            .unwrap_or_else(|| panic!("no {name} in:\n{body}"))
+    };
+    assert_eq!(metric("ip_masq_config_watched"), "1");
+    assert_eq!(metric("ip_masq_config_watch_failures_total"), "0");
+
+    // A new directory with the same file takes the old one's place.
+    let mut replacement = lab.config_dir().as_os_str().to_owned();
+    replacement.push(".replacement");
+    let replacement = RemoveOnDrop(replacement.into());
+    std::fs::create_dir(&replacement.0).unwrap();
+    std::fs::write(
+        replacement.0.join("ip-masq-agent"),
+        "nonMasqueradeCIDRs: [172.16.0.0/12]\nresyncInterval: 1h\n",
+    )
+    .unwrap();
+    exchange_directories(lab.config_dir(), &replacement.0);
+    agent.wait_for_log("config watch set up again", Duration::from_secs(5));
+    assert_eq!(
+        agent.count_in_log("config watch lost"),
+        1,
+        "{}",
+        agent.log()
+    );
+    assert_eq!(metric("ip_masq_config_watch_failures_total"), "1");
+    assert_eq!(metric("ip_masq_config_watched"), "1");
+
+    // A change in the directory now at the path is applied at once.
+    lab.write_config("nonMasqueradeCIDRs: [203.0.113.0/24]\nresyncInterval: 1h\n");
+    wait_until_sees(&lab, pod, EXTERNAL_OUTSIDE_V4, pod.ipv4);
+    assert_sees(&lab, pod, EXTERNAL_INSIDE_V4, node);
+    // And so is the next one.
+    lab.write_config("nonMasqueradeCIDRs: [10.0.0.0/8]\nresyncInterval: 1h\n");
+    wait_until_sees(&lab, pod, EXTERNAL_OUTSIDE_V4, node);
+    assert_eq!(agent.count_in_log("config applied"), 3, "{}", agent.log());
+}

@@ -86,7 +86,7 @@ fn json_of(output: &Output) -> Value {
 /// `GET path` on the agent's listener, from inside the node namespace.
 /// Returns the status code and the body.
 fn http_get(node: &Netns, path: &str) -> (u16, String) {
-    node.http_get(METRICS.parse().expect("address"), path)
+    node.http_get(METRICS, path)
 }
 
 /// Deletes the agent's POSTROUTING jump by hand, as an operator or another

@@ -379,7 +379,7 @@ fn cleanup_removes_the_socket_filter_pins() {
 const METRICS: &str = "127.0.0.1:9483";
 
 fn scrape(lab: &Lab) -> Vec<Sample> {
-    let (code, body) = lab.node.http_get(METRICS.parse().unwrap(), "/metrics");
+    let (code, body) = lab.node.http_get(METRICS, "/metrics");
     assert_eq!(code, 200, "{body}");
     python::parse_openmetrics(&body)
 }
