@@ -153,7 +153,7 @@ fn bad_config_keeps_previous_table_and_agent_running() {
         ),
         (
             "nonMasqueradeCIDRs: [203.0.113.0/24\n",
-            "neither valid YAML nor JSON",
+            "config is not valid YAML",
         ),
     ];
     for (round, (text, bad_value)) in cases.into_iter().enumerate() {

@@ -920,7 +920,7 @@ mod tests {
             ));
         }
         assert_eq!(
-            to_json(&bomb.as_bytes()).unwrap_err(),
+            to_json(bomb.as_bytes()).unwrap_err(),
             "document contains excessive aliasing"
         );
         assert!(to_json("a: *nowhere\n".as_bytes()).is_err());
@@ -929,21 +929,21 @@ mod tests {
     #[test]
     fn nesting_is_bounded_at_go_yamls_depth_not_lower() {
         let deep_ok = format!("a: {}{}", "[".repeat(5000), "]".repeat(5000));
-        assert!(to_json(&deep_ok.as_bytes()).is_ok());
+        assert!(to_json(deep_ok.as_bytes()).is_ok());
         let too_deep = format!(
             "a: {}{}",
             "[".repeat(MAX_DEPTH + 1),
             "]".repeat(MAX_DEPTH + 1)
         );
         assert!(
-            to_json(&too_deep.as_bytes())
+            to_json(too_deep.as_bytes())
                 .unwrap_err()
                 .contains("max depth")
         );
         // Indentation and brackets in comments or strings are not nesting.
         assert!(
             to_json(
-                &format!(
+                format!(
                     "{}a: [1]\n# {}\nb: \"{}\"\n",
                     " ".repeat(70),
                     "[".repeat(40),
