@@ -1,5 +1,12 @@
 //! `--to-ports`: source-port ranges for MASQUERADE, and how new connections
 //! are spread over them. Pure.
+//!
+//! The flag reads as upstream's (`pkg/interval`): comma-separated `N` or
+//! `FIRST-LAST` with Go's `strconv.Atoi` (a sign is allowed, spaces are
+//! not), ranges kept in the order given, overlaps and port 0 allowed, and an
+//! empty value meaning no ranges. The one refusal upstream does not make is
+//! a port above 65535: upstream takes it and then every iptables-restore
+//! of its chain fails, so the agent would run without rules.
 
 use std::{fmt, str::FromStr};
 
@@ -38,13 +45,15 @@ impl fmt::Display for PortRange {
 pub enum PortRangeError {
     #[error("{0:?} is not a port or a FIRST-LAST range")]
     Syntax(String),
-    #[error("port range {0:?} must lie within 1-65535 with FIRST <= LAST")]
-    Bounds(String),
-    #[error("port ranges {0} and {1} overlap")]
-    Overlap(PortRange, PortRange),
+    #[error("first is greater than last in {0:?}")]
+    Reversed(String),
+    #[error(
+        "port {0} in {1:?} is above 65535 (ip-masq-agent takes it, and then iptables refuses every rule of its chain)"
+    )]
+    TooLarge(u64, String),
 }
 
-/// A validated `--to-ports` list: non-empty, sorted, without overlaps.
+/// A `--to-ports` list, in the order given (empty: no per-port rules).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PortRanges(Vec<PortRange>);
 
@@ -87,32 +96,45 @@ impl FromStr for PortRanges {
     type Err = PortRangeError;
 
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let mut ranges = Vec::new();
-        for part in text.split(',').map(str::trim) {
-            let (first, last) = part.split_once('-').unwrap_or((part, part));
-            let parse = |value: &str| {
-                value
-                    .trim()
-                    .parse::<u32>()
-                    .map_err(|_| PortRangeError::Syntax(part.to_owned()))
-            };
-            let (first, last) = (parse(first)?, parse(last)?);
-            if first == 0 || last > 65_535 || first > last {
-                return Err(PortRangeError::Bounds(part.to_owned()));
-            }
-            ranges.push(PortRange {
-                first: first as u16,
-                last: last as u16,
-            });
+        // Upstream parses the flag only when it is not empty.
+        if text.is_empty() {
+            return Ok(Self::default());
         }
-        ranges.sort();
-        for pair in ranges.windows(2) {
-            if pair[1].first <= pair[0].last {
-                return Err(PortRangeError::Overlap(pair[0], pair[1]));
+        let mut ranges = Vec::new();
+        for part in text.split(',') {
+            let mut bounds = part.split('-');
+            let (first, last) = match (bounds.next(), bounds.next(), bounds.next()) {
+                (Some(port), None, _) => (port, port),
+                (Some(first), Some(last), None) => (first, last),
+                _ => return Err(PortRangeError::Syntax(part.to_owned())),
+            };
+            let (first, last) = (go_atoi(first, part)?, go_atoi(last, part)?);
+            if first > last {
+                return Err(PortRangeError::Reversed(part.to_owned()));
             }
+            let port = |value: i64| {
+                u16::try_from(value)
+                    .map_err(|_| PortRangeError::TooLarge(value as u64, part.to_owned()))
+            };
+            ranges.push(PortRange {
+                first: port(first)?,
+                last: port(last)?,
+            });
         }
         Ok(Self(ranges))
     }
+}
+
+/// Go's `strconv.Atoi`: an optional sign and decimal digits, nothing else.
+/// A negative value can only be a range's last port (`5--1` splits into
+/// three parts), which then fails as reversed.
+fn go_atoi(text: &str, part: &str) -> Result<i64, PortRangeError> {
+    let digits = text.strip_prefix(['+', '-']).unwrap_or(text);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(PortRangeError::Syntax(part.to_owned()));
+    }
+    text.parse::<i64>()
+        .map_err(|_| PortRangeError::TooLarge(u64::MAX, part.to_owned()))
 }
 
 #[cfg(test)]
@@ -120,39 +142,39 @@ mod tests {
     use super::*;
 
     #[test]
-    fn parses_ranges_and_single_ports() {
-        let ranges: PortRanges = "32768-65535, 1024-29999,30080".parse().unwrap();
+    fn parses_ranges_and_single_ports_in_the_order_given() {
+        let ranges: PortRanges = "32768-65535,1024-29999,30080".parse().unwrap();
         let listed: Vec<String> = ranges.iter().map(|r| r.to_string()).collect();
-        assert_eq!(listed, ["1024-29999", "30080", "32768-65535"]);
+        assert_eq!(listed, ["32768-65535", "1024-29999", "30080"]);
         assert!(ranges.contains(1024) && ranges.contains(65535) && ranges.contains(30080));
         assert!(!ranges.contains(30000) && !ranges.contains(1023));
     }
 
     #[test]
-    fn refuses_bad_ranges() {
-        assert!(matches!(
-            "".parse::<PortRanges>(),
-            Err(PortRangeError::Syntax(_))
-        ));
-        assert!(matches!(
-            "a-b".parse::<PortRanges>(),
-            Err(PortRangeError::Syntax(_))
-        ));
-        assert!(matches!(
-            "0-10".parse::<PortRanges>(),
-            Err(PortRangeError::Bounds(_))
-        ));
-        assert!(matches!(
+    fn takes_what_upstream_takes() {
+        assert!("".parse::<PortRanges>().unwrap().is_empty());
+        for text in ["0", "0-65535", "1000-2000,1500-2500", "+80", "0080"] {
+            assert!(text.parse::<PortRanges>().is_ok(), "{text}");
+        }
+        let overlapping: PortRanges = "1000-2000,1500-2500".parse().unwrap();
+        assert_eq!(overlapping.iter().count(), 2);
+    }
+
+    #[test]
+    fn refuses_what_upstream_refuses_and_ports_iptables_refuses() {
+        for text in ["a-b", " 80", "80 ", "1-2-3", "5-", ",", "1024,", "-5"] {
+            assert!(
+                matches!(text.parse::<PortRanges>(), Err(PortRangeError::Syntax(_))),
+                "{text}"
+            );
+        }
+        assert_eq!(
             "10-5".parse::<PortRanges>(),
-            Err(PortRangeError::Bounds(_))
-        ));
+            Err(PortRangeError::Reversed("10-5".into()))
+        );
         assert!(matches!(
             "1-65536".parse::<PortRanges>(),
-            Err(PortRangeError::Bounds(_))
-        ));
-        assert!(matches!(
-            "1000-2000,1500-2500".parse::<PortRanges>(),
-            Err(PortRangeError::Overlap(_, _))
+            Err(PortRangeError::TooLarge(65536, _))
         ));
     }
 

@@ -141,7 +141,8 @@ impl RuleSet {
         for protocol in ["tcp", "udp", "sctp"] {
             for (range, probability) in self.to_ports.spread() {
                 let statistic = probability
-                    .map(|p| format!(" -m statistic --mode random --probability {p:.10}"))
+                    // Shortest round-trip digits, as upstream's FormatFloat(p, 'f', -1, 64).
+                    .map(|p| format!(" -m statistic --mode random --probability {p}"))
                     .unwrap_or_default();
                 port_rules.push_str(&format!(
                     "-A {chain} -p {protocol} -m comment --comment \"{MASQ_COMMENT}\"{statistic} -j MASQUERADE --to-ports {range}{random_fully}\n"
@@ -628,7 +629,7 @@ mod tests {
             let second = lines[5 + 2 * index];
             assert!(first.contains(&format!("-p {protocol} ")), "{first}");
             assert!(
-                first.ends_with("-m statistic --mode random --probability 0.4692925628 -j MASQUERADE --to-ports 1024-29999 --random-fully"),
+                first.ends_with("-m statistic --mode random --probability 0.469292562840114 -j MASQUERADE --to-ports 1024-29999 --random-fully"),
                 "{first}"
             );
             assert!(second.contains(&format!("-p {protocol} ")), "{second}");

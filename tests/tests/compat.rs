@@ -224,3 +224,51 @@ fn to_ports_puts_masqueraded_source_ports_in_the_ranges() {
     .unwrap();
     assert_eq!(inside.ip(), pod.ipv4);
 }
+
+/// Every `--to-ports` value upstream's flag parser takes starts the agent
+/// with the same rules upstream writes: ranges in the order given, overlaps
+/// and port 0 included, an empty value meaning no per-port rules. A port
+/// above 65535, which upstream takes and iptables then refuses, is refused
+/// at start with a message that says so.
+#[test]
+fn to_ports_takes_what_upstream_takes() {
+    let lab = Lab::new(LabOptions {
+        routed_pods: 1,
+        bridged_pods: 0,
+        ipv6: false,
+    });
+    for (value, ranges) in [
+        ("", &[][..]),
+        ("0", &["0"][..]),
+        ("0-65535", &["0-65535"][..]),
+        (
+            "50000-50099,40000-40099,40050-40060",
+            &["50000-50099", "40000-40099", "40050-40060"][..],
+        ),
+    ] {
+        let mut agent = lab.start_agent(&[&format!("--to-ports={value}")]);
+        let rules = chain_rules(&lab);
+        let tcp: Vec<&str> = rules
+            .iter()
+            .filter(|rule| rule.contains("-p tcp ") && rule.contains("--to-ports"))
+            .map(|rule| {
+                rule.rsplit("--to-ports ")
+                    .next()
+                    .unwrap()
+                    .split_whitespace()
+                    .next()
+                    .unwrap()
+            })
+            .collect();
+        assert_eq!(tcp, ranges, "--to-ports={value}: {rules:#?}");
+        assert!(
+            rules.last().unwrap().contains("-j MASQUERADE"),
+            "{rules:#?}"
+        );
+        agent.signal_and_wait(libc::SIGTERM, Duration::from_secs(5));
+    }
+    let mut refused = lab.agent(&["--to-ports=1024-70000"]).spawn();
+    let status = refused.wait_exit(Duration::from_secs(5)).expect("exits");
+    assert_eq!(status.code(), Some(2));
+    assert!(refused.log().contains("above 65535"), "{}", refused.log());
+}
