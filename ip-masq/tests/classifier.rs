@@ -70,7 +70,7 @@ fn keep_source_destinations_get_the_mark() {
     ] {
         assert_eq!(
             mark_after(&mut loaded, destination, 0),
-            0x2000,
+            DEFAULT_KEEP_SOURCE_MARK,
             "{destination}"
         );
     }
@@ -92,9 +92,18 @@ fn other_destinations_are_left_alone() {
 #[test]
 fn other_mark_bits_are_preserved() {
     let mut loaded = load("", false, DEFAULT_KEEP_SOURCE_MARK);
-    assert_eq!(mark_after(&mut loaded, "10.0.0.1", 0x4000), 0x6000);
-    assert_eq!(mark_after(&mut loaded, "10.0.0.1", !0x2000), u32::MAX);
-    assert_eq!(mark_after(&mut loaded, "10.0.0.1", 0x2000), 0x2000);
+    assert_eq!(
+        mark_after(&mut loaded, "10.0.0.1", 0x4000),
+        0x4000 | DEFAULT_KEEP_SOURCE_MARK
+    );
+    assert_eq!(
+        mark_after(&mut loaded, "10.0.0.1", !DEFAULT_KEEP_SOURCE_MARK),
+        u32::MAX
+    );
+    assert_eq!(
+        mark_after(&mut loaded, "10.0.0.1", DEFAULT_KEEP_SOURCE_MARK),
+        DEFAULT_KEEP_SOURCE_MARK
+    );
 }
 
 #[test]
@@ -111,14 +120,20 @@ fn ipv6_destinations_are_classified() {
         true,
         DEFAULT_KEEP_SOURCE_MARK,
     );
-    assert_eq!(mark_after(&mut loaded, "2001:db8:1::1", 0), 0x2000);
+    assert_eq!(
+        mark_after(&mut loaded, "2001:db8:1::1", 0),
+        DEFAULT_KEEP_SOURCE_MARK
+    );
     assert_eq!(mark_after(&mut loaded, "2001:db9::1", 0), 0);
     assert_eq!(
         mark_after(&mut loaded, "fe80::1", 0),
-        0x2000,
+        DEFAULT_KEEP_SOURCE_MARK,
         "link-local by default"
     );
-    assert_eq!(mark_after(&mut loaded, "10.9.9.9", 0), 0x2000);
+    assert_eq!(
+        mark_after(&mut loaded, "10.9.9.9", 0),
+        DEFAULT_KEEP_SOURCE_MARK
+    );
 }
 
 #[test]
@@ -128,9 +143,15 @@ fn longest_prefix_carves_exceptions_both_ways() {
         false,
         DEFAULT_KEEP_SOURCE_MARK,
     );
-    assert_eq!(mark_after(&mut loaded, "10.1.1.1", 0), 0x2000);
+    assert_eq!(
+        mark_after(&mut loaded, "10.1.1.1", 0),
+        DEFAULT_KEEP_SOURCE_MARK
+    );
     assert_eq!(mark_after(&mut loaded, "10.200.1.1", 0), 0);
-    assert_eq!(mark_after(&mut loaded, "10.200.5.1", 0), 0x2000);
+    assert_eq!(
+        mark_after(&mut loaded, "10.200.5.1", 0),
+        DEFAULT_KEEP_SOURCE_MARK
+    );
 }
 
 #[test]
@@ -144,7 +165,10 @@ fn non_ip_frames_pass_untouched() {
     assert_eq!((arp.return_value, arp.mark), (TC_ACT_UNSPEC, 0x10));
     // An IPv4 frame is marked: the table really matches everything.
     let ipv4 = packet::tcp_syn_to("10.0.0.1".parse().unwrap());
-    assert_eq!(loaded.datapath.probe(&ipv4, 0x10).unwrap().mark, 0x2010);
+    assert_eq!(
+        loaded.datapath.probe(&ipv4, 0x10).unwrap().mark,
+        0x10 | DEFAULT_KEEP_SOURCE_MARK
+    );
 }
 
 #[test]
