@@ -150,7 +150,15 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
     build_agent()?;
     // Output streams through as it comes; the totals close the run.
     let mut child = Command::new("cargo")
-        .args(["test", "--workspace", "--exclude", "ip-masq-ebpf"])
+        // Every test binary runs even when an earlier one fails, so the
+        // closing totals count the whole suite.
+        .args([
+            "test",
+            "--workspace",
+            "--exclude",
+            "ip-masq-ebpf",
+            "--no-fail-fast",
+        ])
         .args(extra)
         .current_dir(workspace_root())
         .stdout(Stdio::piped())
