@@ -8,28 +8,16 @@
 //! IPv6 without `--enable-ipv6`, a resync interval of at least one second,
 //! and a deterministic result.
 //!
-//! The modules are the agent's own source files, compiled into this target
-//! (`#[path]`), so the fuzzer exercises exactly the code the agent runs
-//! without building the rest of the agent under sanitizer flags.
+//! The parser is the agent's own, from the pure `ip-masq-config` crate, so
+//! the fuzzer exercises exactly the code the agent runs without building the
+//! rest of the agent (tokio, aya, the eBPF object) under sanitizer flags.
 
 #![no_main]
 
-// Only parts of each module are called from here.
-#[allow(dead_code)]
-#[path = "../../ip-masq/src/config.rs"]
-mod config;
-#[allow(dead_code)]
-#[path = "../../ip-masq/src/duration.rs"]
-mod duration;
-#[allow(dead_code)]
-#[path = "../../ip-masq/src/table.rs"]
-mod table;
-
 use std::collections::BTreeSet;
 
-use config::{MIN_RESYNC_INTERVAL, ParseOptions};
+use ip_masq_config::{self as config, MIN_RESYNC_INTERVAL, ParseOptions, table::Table};
 use libfuzzer_sys::fuzz_target;
-use table::Table;
 
 const OPTIONS: [ParseOptions; 2] = [
     ParseOptions {

@@ -15,15 +15,11 @@
 //! - the first eight bytes, as a signed count of nanoseconds, format to a
 //!   string that parses back to it.
 //!
-//! The module is the agent's own source file, compiled in (`#[path]`).
+//! The parser is the agent's own, from the `ip-masq-config` crate.
 
 #![no_main]
 
-#[allow(dead_code)]
-#[path = "../../ip-masq/src/duration.rs"]
-mod duration;
-
-use duration::{DurationError, GoDuration, parse_go_duration, parse_go_duration_signed};
+use ip_masq_config::duration::{DurationError, GoDuration, parse_go_duration, parse_go_duration_signed};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

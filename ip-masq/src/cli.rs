@@ -6,9 +6,12 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum, builder::PossibleValue};
 
-use crate::datapath::DatapathMode;
+use crate::{
+    model::DatapathMode,
+    options::{CheckOptions, CleanupOptions, ConfigOptions, DumpOptions, InstalledOptions},
+};
 
 /// Upstream's config path, so the same ConfigMap mount works.
 pub const DEFAULT_CONFIG_PATH: &str = "/etc/config/ip-masq-agent";
@@ -68,10 +71,22 @@ pub enum Command {
     /// mark bit clashes, pod interfaces without the classifier) and say how
     /// to fix each. Exits 1 when it finds anything.
     Doctor(DoctorArgs),
-    /// Measure the classifier's cost per packet with BPF_PROG_TEST_RUN
-    /// (run by `cargo xtask bench`; prints JSON).
-    #[command(hide = true)]
-    BenchDatapath(crate::bench::BenchDatapathArgs),
+}
+
+// The flag's values, kept here so that the model type carries no clap.
+impl ValueEnum for DatapathMode {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[Self::Tc, Self::XtBpf]
+    }
+
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        Some(match self {
+            Self::Tc => PossibleValue::new("tc")
+                .help("a TC classifier on every pod interface marks pod traffic per packet"),
+            Self::XtBpf => PossibleValue::new("xt-bpf")
+                .help("the xt_bpf match judges each connection's first packet in the nat chain"),
+        })
+    }
 }
 
 /// Flags that change how the config file is interpreted.
@@ -99,7 +114,7 @@ pub struct ConfigArgs {
     /// Largest config file accepted, in bytes. The default, 1 MiB, is also
     /// the most a ConfigMap holds; a list delivered another way (a hostPath
     /// file) may need more: 100,000 CIDRs take about 2 MiB.
-    #[arg(long, value_name = "BYTES", default_value_t = crate::config::MAX_CONFIG_BYTES as u64,
+    #[arg(long, value_name = "BYTES", default_value_t = ip_masq_config::MAX_CONFIG_BYTES as u64,
           value_parser = clap::value_parser!(u64).range(1024..=64 * 1024 * 1024))]
     pub max_config_bytes: u64,
 }
@@ -147,14 +162,14 @@ pub struct RunArgs {
 
     /// Directory of the state file that `ip-masq status` reads (bpffs holds
     /// no regular files).
-    #[arg(long, value_name = "DIR", default_value = crate::state::DEFAULT_STATE_DIR)]
+    #[arg(long, value_name = "DIR", default_value = crate::serve::state::DEFAULT_STATE_DIR)]
     pub state_dir: PathBuf,
 
     /// Source-port ranges for MASQUERADE, e.g. `1024-29999,32768-65535`:
     /// new TCP, UDP and SCTP connections are spread over them in proportion
     /// to their sizes.
     #[arg(long, value_name = "RANGES")]
-    pub to_ports: Option<crate::ports::PortRanges>,
+    pub to_ports: Option<crate::model::ports::PortRanges>,
 }
 
 #[derive(Debug, Args)]
@@ -194,7 +209,7 @@ pub struct CleanupArgs {
     pub enable_ipv6: bool,
 
     /// Directory of the agent's state file, which is removed too.
-    #[arg(long, value_name = "DIR", default_value = crate::state::DEFAULT_STATE_DIR)]
+    #[arg(long, value_name = "DIR", default_value = crate::serve::state::DEFAULT_STATE_DIR)]
     pub state_dir: PathBuf,
 }
 
@@ -207,7 +222,7 @@ pub struct InstalledArgs {
     pub pin_path: PathBuf,
 
     /// Directory of the agent's state file.
-    #[arg(long, value_name = "DIR", default_value = crate::state::DEFAULT_STATE_DIR)]
+    #[arg(long, value_name = "DIR", default_value = crate::serve::state::DEFAULT_STATE_DIR)]
     pub state_dir: PathBuf,
 
     /// Name of the agent's nat chain [default: the agent's, else IP-MASQ-AGENT].
@@ -243,15 +258,70 @@ pub struct DoctorArgs {
     pub installed: InstalledArgs,
 }
 
+impl From<&ConfigArgs> for ConfigOptions {
+    fn from(args: &ConfigArgs) -> Self {
+        Self {
+            config: args.config.clone(),
+            enable_ipv6: args.enable_ipv6,
+            nomasq_all_reserved_ranges: args.nomasq_all_reserved_ranges,
+            max_cidrs: args.max_cidrs,
+            max_config_bytes: args.max_config_bytes,
+        }
+    }
+}
+
+impl From<&CheckArgs> for CheckOptions {
+    fn from(args: &CheckArgs) -> Self {
+        Self {
+            config: (&args.config).into(),
+            json: args.json,
+        }
+    }
+}
+
+impl From<&DumpArgs> for DumpOptions {
+    fn from(args: &DumpArgs) -> Self {
+        Self {
+            pin_path: args.pin_path.clone(),
+            json: args.json,
+        }
+    }
+}
+
+impl From<&CleanupArgs> for CleanupOptions {
+    fn from(args: &CleanupArgs) -> Self {
+        Self {
+            pin_path: args.pin_path.clone(),
+            masq_chain: args.masq_chain.clone(),
+            enable_ipv6: args.enable_ipv6,
+            state_dir: args.state_dir.clone(),
+        }
+    }
+}
+
+impl From<&InstalledArgs> for InstalledOptions {
+    fn from(args: &InstalledArgs) -> Self {
+        Self {
+            pin_path: args.pin_path.clone(),
+            state_dir: args.state_dir.clone(),
+            masq_chain: args.masq_chain.clone(),
+            mark: args.mark,
+            interfaces: args.interfaces.clone(),
+            enable_ipv6: args.enable_ipv6,
+            json: args.json,
+        }
+    }
+}
+
 fn parse_pin_path(value: &str) -> Result<PathBuf, String> {
     let path = PathBuf::from(value);
-    crate::rules::validate_pin_path(&path)
+    crate::kernel::iptables::validate_pin_path(&path)
         .map(|()| path)
         .map_err(|reason| format!("pin path {value:?} {reason}"))
 }
 
 fn parse_chain_name(value: &str) -> Result<String, String> {
-    crate::rules::validate_chain_name(value)
+    crate::kernel::iptables::validate_chain_name(value)
         .map(|()| value.to_owned())
         .map_err(|reason| format!("chain name {value:?} {reason}"))
 }

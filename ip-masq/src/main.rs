@@ -7,11 +7,16 @@ use std::{io::IsTerminal as _, process::ExitCode};
 use anyhow::Context as _;
 use clap::Parser as _;
 use ip_masq::{
-    agent::{self, AgentOptions},
+    agent,
     cli::{Cli, Command, LogFormat, RunArgs},
     commands,
-    interfaces::Selector,
-    rules::{self, Family, RuleSet},
+    error::error_chain,
+    kernel::{
+        iptables::{self, RuleSet},
+        netlink::Selector,
+    },
+    model::Family,
+    options::AgentOptions,
 };
 use tracing::warn;
 use tracing_subscriber::EnvFilter;
@@ -21,38 +26,34 @@ fn main() -> ExitCode {
     init_logging(cli.verbosity, cli.log_format);
     let result = match cli.command {
         Command::Run(args) => run(args).map(|()| ExitCode::SUCCESS),
-        Command::Check(args) => match commands::check(&args) {
+        Command::Check(args) => match commands::check(&(&args).into()) {
             Ok(text) => {
                 print!("{text}");
                 Ok(ExitCode::SUCCESS)
             }
             Err(err) => {
                 if args.json && matches!(err, commands::CommandError::Invalid { .. }) {
-                    print!("{}", commands::check_rejection_json(&args, &err));
+                    print!("{}", commands::check_rejection_json(&(&args).into(), &err));
                 }
-                eprintln!("error: {}", agent::error_chain(&err));
+                eprintln!("error: {}", error_chain(&err));
                 // 1 means "the file is invalid"; not being able to read it
                 // is an error like any other.
                 return ExitCode::from(if err.is_invalid_config() { 1 } else { 2 });
             }
         },
-        Command::Dump(args) => commands::dump(&args)
+        Command::Dump(args) => commands::dump(&(&args).into())
             .map(|text| print!("{text}"))
             .map(|()| ExitCode::SUCCESS)
             .map_err(Into::into),
-        Command::Cleanup(args) => commands::cleanup(&args)
+        Command::Cleanup(args) => commands::cleanup(&(&args).into())
             .map(|text| print!("{text}"))
             .map(|()| ExitCode::SUCCESS)
             .map_err(Into::into),
-        Command::Status(args) => ip_masq::status::run(&args.installed)
+        Command::Status(args) => commands::status::run(&(&args.installed).into())
             .map(|report| report.print())
             .map_err(Into::into),
-        Command::Doctor(args) => ip_masq::doctor::run(&args.installed)
+        Command::Doctor(args) => commands::doctor::run(&(&args.installed).into())
             .map(|report| report.print())
-            .map_err(Into::into),
-        Command::BenchDatapath(args) => ip_masq::bench::run(&args)
-            .map(|json| print!("{json}"))
-            .map(|()| ExitCode::SUCCESS)
             .map_err(Into::into),
     };
     match result {
@@ -67,8 +68,8 @@ fn main() -> ExitCode {
 fn run(args: RunArgs) -> anyhow::Result<()> {
     let selector = Selector::parse(args.interfaces.as_deref())?;
     let random_fully = args.random_fully && {
-        let version = rules::iptables_version(Family::V4)?;
-        let supported = rules::supports_random_fully(&version);
+        let version = iptables::iptables_version(Family::V4)?;
+        let supported = iptables::supports_random_fully(&version);
         if !supported {
             warn!(%version, "iptables older than 1.6.2: MASQUERADE without --random-fully");
         }
@@ -76,7 +77,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     };
     let options = AgentOptions {
         config_path: args.config.config.clone(),
-        parse: args.config.parse_options(),
+        parse: ip_masq::options::ConfigOptions::from(&args.config).parse_options(),
         rules: RuleSet {
             chain: args.masq_chain,
             mark: args.mark,

@@ -5,14 +5,15 @@
 use std::net::IpAddr;
 
 use ip_masq::{
-    config::{ParseOptions, parse},
-    datapath::{ConnectionStats, Datapath, LoadOptions},
-    packet,
-    rules::Family,
-    sync,
-    table::Table,
+    agent::sync,
+    kernel::{
+        datapath::{ConnectionStats, Datapath, LoadOptions},
+        packet,
+    },
+    model::Family,
 };
 use ip_masq_common::{DEFAULT_KEEP_SOURCE_MARK, XT_BPF_KEEP_SOURCE, XT_BPF_MASQUERADE};
+use ip_masq_config::{ParseOptions, parse, table::Table};
 use lab::Bpffs;
 
 const TC_ACT_UNSPEC: i32 = -1;

@@ -7,12 +7,14 @@
 use std::{collections::BTreeMap, net::IpAddr};
 
 use ip_masq::{
-    config::{ParseOptions, parse},
-    datapath::{Datapath, LoadOptions},
-    packet, sync,
-    table::Table,
+    agent::sync,
+    kernel::{
+        datapath::{Datapath, LoadOptions},
+        packet,
+    },
 };
 use ip_masq_common::DEFAULT_KEEP_SOURCE_MARK;
+use ip_masq_config::{ParseOptions, parse, table::Table};
 use lab::Bpffs;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -31,6 +31,15 @@ pub fn agent_binary() -> PathBuf {
     );
 }
 
+/// The `ip-masq-bench` binary (the benchmark helper), built beside the
+/// agent: next to `$IP_MASQ_BIN` when that is set, else found as the agent is.
+pub fn bench_binary() -> PathBuf {
+    if let Some(agent) = std::env::var_os("IP_MASQ_BIN") {
+        return PathBuf::from(agent).with_file_name("ip-masq-bench");
+    }
+    agent_binary().with_file_name("ip-masq-bench")
+}
+
 /// The entries of the maps pinned under `pin_dir`, as `ip-masq dump
 /// --json` decodes them: one `CIDR ACTION` string each, e.g.
 /// `10.0.0.0/8 keep-source`.

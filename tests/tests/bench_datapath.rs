@@ -1,11 +1,11 @@
-//! `ip-masq bench-datapath`, the hidden command behind `cargo xtask bench`'s
+//! `ip-masq-bench`, the helper binary behind `cargo xtask bench`'s
 //! cost-per-packet phase: it fills the maps through the agent's sync code,
 //! checks each program's verdict on the kernel, and only then reports
 //! timings. Needs root and BPF.
 
 use std::{path::PathBuf, process::Command};
 
-use lab::{Bpffs, agent::agent_binary, unique_name};
+use lab::{Bpffs, agent::bench_binary, unique_name};
 use serde_json::Value;
 
 /// A scratch CIDR file, removed on drop.
@@ -29,8 +29,7 @@ const CIDRS: &str =
     "172.16.0.0/12\n198.18.0.0/15\n100.64.0.0/10\n2400::/32\n2600::/24\n2a00::/16\n";
 
 fn bench(bpffs: &Bpffs, cidrs: &CidrFile, extra: &[&str]) -> std::process::Output {
-    Command::new(agent_binary())
-        .arg("bench-datapath")
+    Command::new(bench_binary())
         .arg("--pin-path")
         .arg(bpffs.pin_dir())
         .arg("--cidrs")
@@ -38,7 +37,7 @@ fn bench(bpffs: &Bpffs, cidrs: &CidrFile, extra: &[&str]) -> std::process::Outpu
         .args(["--repeat", "1000", "--rounds", "2"])
         .args(extra)
         .output()
-        .expect("run ip-masq bench-datapath")
+        .expect("run ip-masq-bench")
 }
 
 #[test]

@@ -84,7 +84,7 @@ fn main() -> anyhow::Result<()> {
             // checks, not the agent.
             run(Command::new("cargo")
                 .args(["build", "--release", "--package", "ip-masq"])
-                .args(["--bin", "ip-masq"])
+                .args(["--bin", "ip-masq", "--bin", "ip-masq-bench"])
                 .current_dir(workspace_root()))?;
             let agent = workspace_root().join("target/release/ip-masq");
             // SAFETY: still single-threaded here; the lab reads the variable
@@ -139,7 +139,7 @@ fn build_ebpf() -> anyhow::Result<()> {
 
 fn build_agent() -> anyhow::Result<()> {
     run(Command::new("cargo")
-        .args(["build", "--package", "ip-masq", "--bin", "ip-masq"])
+        .args(["build", "--package", "ip-masq", "--bins"])
         .current_dir(workspace_root()))
 }
 

@@ -112,7 +112,7 @@ pub fn ipv6(count: usize) -> Vec<(Ipv6Addr, u8)> {
     out
 }
 
-/// One CIDR per line, both families, for `ip-masq bench-datapath --cidrs`.
+/// One CIDR per line, both families, for `ip-masq-bench --cidrs`.
 pub fn lines(v4: &[(Ipv4Addr, u8)], v6: &[(Ipv6Addr, u8)]) -> String {
     let mut out = String::with_capacity(24 * (v4.len() + v6.len()));
     for (address, length) in v4 {

@@ -1,4 +1,4 @@
-//! Datapath cost per packet: runs the agent's hidden `bench-datapath`
+//! Datapath cost per packet: runs the benchmark helper `ip-masq-bench`
 //! command (BPF_PROG_TEST_RUN on the classifier, a no-op classifier and the
 //! xt_bpf filter) in a private bpffs and reads its JSON.
 //!
@@ -12,7 +12,7 @@ use anyhow::{Context as _, ensure};
 use lab::Bpffs;
 use serde::{Deserialize, Serialize};
 
-/// One case as `bench-datapath` reports it.
+/// One case as `ip-masq-bench` reports it.
 #[derive(Clone, Copy, Debug, Deserialize, Serialize)]
 pub struct CaseTiming {
     pub destination: std::net::IpAddr,
@@ -20,7 +20,7 @@ pub struct CaseTiming {
     pub kernel_ns_per_packet: u64,
 }
 
-/// One map size as `bench-datapath` reports it.
+/// One map size as `ip-masq-bench` reports it.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 pub struct SizeReport {
     pub cidrs: usize,
@@ -34,7 +34,7 @@ pub struct SizeReport {
     pub xt_miss_v4: Option<CaseTiming>,
 }
 
-/// The whole `bench-datapath` report.
+/// The whole `ip-masq-bench` report.
 #[derive(Clone, Debug, Deserialize, Serialize)]
 pub struct DatapathReport {
     pub repeat: u32,
@@ -44,7 +44,7 @@ pub struct DatapathReport {
     pub sizes: Vec<SizeReport>,
 }
 
-/// Runs `ip-masq bench-datapath` on the CIDR list in `cidrs_file`.
+/// Runs `ip-masq-bench` on the CIDR list in `cidrs_file`.
 pub fn run(
     cidrs_file: &Path,
     sizes: &[usize],
@@ -57,8 +57,7 @@ pub fn run(
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join(",");
-    let output = Command::new(lab::agent::agent_binary())
-        .arg("bench-datapath")
+    let output = Command::new(lab::agent::bench_binary())
         .arg("--pin-path")
         .arg(bpffs.pin_dir())
         .arg("--cidrs")
@@ -67,11 +66,11 @@ pub fn run(
         .args(["--repeat", &repeat.to_string()])
         .args(["--rounds", &rounds.to_string()])
         .output()
-        .context("run ip-masq bench-datapath")?;
+        .context("run ip-masq-bench")?;
     ensure!(
         output.status.success(),
-        "ip-masq bench-datapath failed: {}",
+        "ip-masq-bench failed: {}",
         String::from_utf8_lossy(&output.stderr).trim()
     );
-    serde_json::from_slice(&output.stdout).context("unparsable bench-datapath JSON")
+    serde_json::from_slice(&output.stdout).context("unparsable ip-masq-bench JSON")
 }

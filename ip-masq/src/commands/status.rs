@@ -23,14 +23,17 @@ use ip_masq_common::{MAP_NON_MASQ_V4, MAP_NON_MASQ_V6, PROGRAM_CLASSIFIER};
 use serde::Serialize;
 use thiserror::Error;
 
-use crate::{
-    agent::error_chain,
-    cli::InstalledArgs,
-    datapath,
-    interfaces::{self, PatternError, Selector},
-    rules::Family,
-    state::{self, AgentStatus, ReloadRecord, ReloadResult},
-};
+use crate::error::error_chain;
+use crate::kernel::datapath;
+use crate::kernel::netlink;
+use crate::kernel::netlink::PatternError;
+use crate::kernel::netlink::Selector;
+use crate::model::Family;
+use crate::options::InstalledOptions;
+use crate::serve::state;
+use crate::serve::state::AgentStatus;
+use crate::serve::state::ReloadRecord;
+use crate::serve::state::ReloadResult;
 
 /// Errors of `status` and `doctor`.
 #[derive(Debug, Error)]
@@ -48,7 +51,7 @@ pub enum StatusError {
     #[error("{program} failed: {stderr}")]
     Failed { program: String, stderr: String },
     #[error("cannot list interfaces")]
-    Interfaces(#[from] interfaces::InterfacesError),
+    Interfaces(#[from] netlink::InterfacesError),
     #[error("cannot start the async runtime")]
     Runtime(#[source] io::Error),
 }
@@ -91,7 +94,7 @@ pub struct Target {
 impl Target {
     /// # Errors
     /// Fails when the state file is unreadable or a glob is invalid.
-    pub fn resolve(args: &InstalledArgs) -> Result<Self, StatusError> {
+    pub fn resolve(args: &InstalledOptions) -> Result<Self, StatusError> {
         let state_path = state::state_file_path(&args.state_dir, &args.pin_path);
         let state = state::read_state(&state_path)?;
         let chain = args
@@ -149,9 +152,9 @@ pub fn probe_interfaces(selector: &Selector) -> Result<Vec<InterfaceProbe>, Stat
         .map_err(StatusError::Runtime)?;
     let present = runtime.block_on(async {
         let (connection, handle, _) =
-            rtnetlink::new_connection().map_err(interfaces::InterfacesError::Socket)?;
+            rtnetlink::new_connection().map_err(netlink::InterfacesError::Socket)?;
         tokio::spawn(connection);
-        interfaces::list(&handle).await
+        netlink::list(&handle).await
     })?;
     Ok(present
         .into_iter()
@@ -272,7 +275,7 @@ fn default_backend(family: Family) -> Option<&'static str> {
 ///
 /// # Errors
 /// Fails when the backend the agent uses cannot be dumped.
-pub fn save_listings(family: Family) -> Result<Vec<crate::doctor::Listing>, StatusError> {
+pub fn save_listings(family: Family) -> Result<Vec<crate::commands::doctor::Listing>, StatusError> {
     let ours_suffix = default_backend(family);
     let mut listings = Vec::new();
     for command in backends(family) {
@@ -282,7 +285,7 @@ pub fn save_listings(family: Family) -> Result<Vec<crate::doctor::Listing>, Stat
         };
         let program = format!("{command}-save");
         match save(&program) {
-            Ok(text) => listings.push(crate::doctor::Listing {
+            Ok(text) => listings.push(crate::commands::doctor::Listing {
                 command,
                 family,
                 ours,
@@ -480,7 +483,7 @@ struct StatusDocument {
 /// # Errors
 /// Fails when the state file is unreadable or the node cannot be queried
 /// at all; missing pieces are problems in the report, not errors.
-pub fn run(args: &InstalledArgs) -> Result<Report, StatusError> {
+pub fn run(args: &InstalledOptions) -> Result<Report, StatusError> {
     let target = Target::resolve(args)?;
     let mut problems = Vec::new();
     let agent_pid = running_agent(&target.pin_dir);

@@ -7,7 +7,7 @@
 use std::{net::IpAddr, time::Duration};
 
 use base64::Engine as _;
-use ip_masq::config::{self, MasqConfig, ParseOptions};
+use ip_masq_config::{self as config, MasqConfig, ParseOptions};
 use serde_json::Value;
 
 const CORPUS: &str = concat!(

@@ -18,13 +18,14 @@
 //! table's, go first; if that does not make room the update is refused
 //! whole, before any write.
 
+use crate::kernel::datapath::PrefixStore;
 use std::{collections::BTreeMap, ops::Bound};
 
 use ip_masq_common::Action;
 use ipnet::IpNet;
 use thiserror::Error;
 
-use crate::table::{Origin, Table};
+use ip_masq_config::table::{Origin, Table};
 
 /// Why a single map write failed.
 #[derive(Debug, Error)]
@@ -34,22 +35,6 @@ pub struct WriteError {
     pub prefix: IpNet,
     #[source]
     pub source: std::io::Error,
-}
-
-/// The LPM maps as the sync loop sees them.
-pub trait PrefixStore {
-    /// Inserts or overwrites one prefix.
-    ///
-    /// # Errors
-    /// Returns the kernel's error for that write.
-    fn upsert(&mut self, prefix: IpNet, action: Action) -> Result<(), std::io::Error>;
-    /// Removes one prefix; removing an absent prefix is not an error.
-    ///
-    /// # Errors
-    /// Returns the kernel's error for that write.
-    fn remove(&mut self, prefix: IpNet) -> Result<(), std::io::Error>;
-    /// Capacity of the map that holds `prefix`'s family.
-    fn capacity(&self, prefix: &IpNet) -> usize;
 }
 
 /// Why a whole table was refused before anything was written.
@@ -181,7 +166,7 @@ fn removals_to_make_room<S: PrefixStore>(
     store: &S,
     current: &Table,
     desired: &Table,
-    diff: &crate::table::Diff,
+    diff: &ip_masq_config::table::Diff,
 ) -> Result<Vec<IpNet>, SyncError> {
     let families = [
         ("IPv4", "0.0.0.0/0".parse::<IpNet>().expect("literal")),

@@ -23,11 +23,13 @@ use std::{
 
 use serde::Serialize;
 
-use crate::{
-    cli::InstalledArgs,
-    rules::Family,
-    status::{self, InterfaceProbe, Report, StatusError, Target},
-};
+use crate::commands::status;
+use crate::commands::status::InterfaceProbe;
+use crate::commands::status::Report;
+use crate::commands::status::StatusError;
+use crate::commands::status::Target;
+use crate::model::Family;
+use crate::options::InstalledOptions;
 
 /// What kind of problem a finding is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -661,7 +663,7 @@ fn kind_name(kind: FindingKind) -> String {
 ///
 /// # Errors
 /// Fails when iptables or the kernel cannot be read at all.
-pub fn run(args: &InstalledArgs) -> Result<Report, StatusError> {
+pub fn run(args: &InstalledOptions) -> Result<Report, StatusError> {
     let target = Target::resolve(args)?;
     let inputs = gather(&target)?;
     let findings = analyze(&inputs);
@@ -704,7 +706,7 @@ fn gather(target: &Target) -> Result<Inputs, StatusError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::status::TcxProgram;
+    use crate::commands::status::TcxProgram;
 
     const JUMP: &str = "-A POSTROUTING -m comment --comment \"ip-masq-agent: ensure nat POSTROUTING directs all non-LOCAL destination traffic to our custom IP-MASQ-AGENT chain\" -m addrtype ! --dst-type LOCAL -j IP-MASQ-AGENT";
     const OUR_CHAIN: &str = "-A IP-MASQ-AGENT -m comment --comment \"ip-masq: destination is non-masquerade (mark set by the eBPF classifier)\" -m mark --mark 0x2000/0x2000 -j RETURN\n-A IP-MASQ-AGENT -m comment --comment \"ip-masq-agent: outbound traffic is subject to MASQUERADE (must be last in chain)\" -j MASQUERADE --random-fully";

@@ -7,15 +7,23 @@ use ipnet::IpNet;
 use serde::Serialize;
 use thiserror::Error;
 
-use crate::{
-    agent::PinDirLock,
-    cli::{CheckArgs, CleanupArgs, ConfigArgs, DumpArgs},
-    config::{self, MasqConfig, ParseOptions},
-    datapath::{self, DatapathError},
-    rules::{Family, Installer, RuleSet, RulesError},
-    source::{self, ReadError},
-    table::{Origin, Table},
-};
+use crate::agent::PinDirLock;
+use crate::agent::source;
+use crate::agent::source::ReadError;
+use crate::kernel::datapath;
+use crate::kernel::datapath::DatapathError;
+use crate::kernel::iptables::Installer;
+use crate::kernel::iptables::RuleSet;
+use crate::kernel::iptables::RulesError;
+use crate::model::Family;
+use crate::options::{CheckOptions, CleanupOptions, DumpOptions};
+use ip_masq_config as config;
+use ip_masq_config::MasqConfig;
+use ip_masq_config::table::Origin;
+use ip_masq_config::table::Table;
+
+pub mod doctor;
+pub mod status;
 
 /// Errors of the one-shot commands.
 #[derive(Debug, Error)]
@@ -39,7 +47,7 @@ pub enum CommandError {
     #[error(transparent)]
     Rules(#[from] RulesError),
     #[error(transparent)]
-    State(#[from] crate::state::StateError),
+    State(#[from] crate::serve::state::StateError),
     #[error("cannot remove {path}")]
     Remove {
         path: String,
@@ -58,15 +66,6 @@ impl CommandError {
             self,
             Self::Invalid { .. } | Self::Read(ReadError::TooLarge { .. })
         )
-    }
-}
-
-impl ConfigArgs {
-    pub fn parse_options(&self) -> ParseOptions {
-        ParseOptions {
-            enable_ipv6: self.enable_ipv6,
-            nomasq_all_reserved_ranges: self.nomasq_all_reserved_ranges,
-        }
     }
 }
 
@@ -99,14 +98,14 @@ pub const CHECK_JSON_FORMAT: u32 = 1;
 /// `check --json`'s document for a file that is invalid: `accepted` false
 /// and every problem in `errors`, the same fields as an accepted file's
 /// otherwise, so that a reader needs one parser for both.
-pub fn check_rejection_json(args: &CheckArgs, err: &CommandError) -> String {
+pub fn check_rejection_json(args: &CheckOptions, err: &CommandError) -> String {
     let errors: Vec<String> = match err {
         CommandError::Invalid {
             source: config::ConfigError::Invalid(problems),
             ..
         } => problems.iter().map(ToString::to_string).collect(),
         CommandError::Invalid { source, .. } => vec![source.to_string()],
-        other => vec![crate::agent::error_chain(other)],
+        other => vec![crate::error::error_chain(other)],
     };
     let document = serde_json::json!({
         "format": CHECK_JSON_FORMAT,
@@ -126,7 +125,7 @@ pub fn check_rejection_json(args: &CheckArgs, err: &CommandError) -> String {
 ///
 /// # Errors
 /// The read or validation error, listing every bad value.
-pub fn check(args: &CheckArgs) -> Result<String, CommandError> {
+pub fn check(args: &CheckOptions) -> Result<String, CommandError> {
     let options = args.config.parse_options();
     let path = args.config.config.display().to_string();
     let max_bytes = args.config.max_config_bytes as usize;
@@ -230,7 +229,7 @@ pub fn check(args: &CheckArgs) -> Result<String, CommandError> {
 ///
 /// # Errors
 /// Fails when the maps are not pinned under the pin path.
-pub fn dump(args: &DumpArgs) -> Result<String, CommandError> {
+pub fn dump(args: &DumpOptions) -> Result<String, CommandError> {
     let mut entries =
         datapath::read_pinned_entries(&args.pin_path).map_err(|source| CommandError::Pins {
             path: args.pin_path.display().to_string(),
@@ -272,16 +271,16 @@ pub fn dump(args: &DumpArgs) -> Result<String, CommandError> {
 ///
 /// # Errors
 /// Fails when an agent still runs on the pin directory, or a removal fails.
-pub fn cleanup(args: &CleanupArgs) -> Result<String, CommandError> {
+pub fn cleanup(args: &CleanupOptions) -> Result<String, CommandError> {
     let mut out = String::new();
     let rules = RuleSet {
         chain: args.masq_chain.clone(),
         mark: ip_masq_common::DEFAULT_KEEP_SOURCE_MARK,
         random_fully: false,
         // Removal goes by chain name and jump only; these two do not matter.
-        datapath: crate::datapath::DatapathMode::default(),
+        datapath: crate::model::DatapathMode::default(),
         pin_dir: args.pin_path.clone(),
-        to_ports: crate::ports::PortRanges::default(),
+        to_ports: crate::model::ports::PortRanges::default(),
     };
     // Refuse before touching anything while an agent still runs: it would
     // put everything back, and half a cleanup helps nobody.
@@ -290,9 +289,9 @@ pub fn cleanup(args: &CleanupArgs) -> Result<String, CommandError> {
     } else {
         None
     };
-    let state_file = crate::state::state_file_path(&args.state_dir, &args.pin_path);
+    let state_file = crate::serve::state::state_file_path(&args.state_dir, &args.pin_path);
     // An agent that ran with IPv6 left ip6tables rules too.
-    let ran_ipv6 = crate::state::read_state(&state_file)
+    let ran_ipv6 = crate::serve::state::read_state(&state_file)
         .ok()
         .flatten()
         .is_some_and(|state| state.ipv6);
@@ -313,7 +312,7 @@ pub fn cleanup(args: &CleanupArgs) -> Result<String, CommandError> {
         drop(lock);
         let _ = writeln!(out, "removed pins under {}", args.pin_path.display());
     }
-    if crate::state::remove_state(&state_file)? {
+    if crate::serve::state::remove_state(&state_file)? {
         let _ = writeln!(out, "removed state file {}", state_file.display());
     }
     Ok(out)

@@ -31,15 +31,29 @@ use ip_masq_common::{
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use thiserror::Error;
 
-use crate::sync::PrefixStore;
-
 mod xt_bpf;
-pub use xt_bpf::{DatapathMode, xt_bpf_pin_path};
+pub use xt_bpf::xt_bpf_pin_path;
+
+/// The LPM maps as the agent's sync loop sees them: one door, so that
+/// unit tests run the whole loop against a fake.
+pub trait PrefixStore {
+    /// Inserts or overwrites one prefix.
+    ///
+    /// # Errors
+    /// Returns the kernel's error for that write.
+    fn upsert(&mut self, prefix: IpNet, action: Action) -> Result<(), std::io::Error>;
+    /// Removes one prefix; removing an absent prefix is not an error.
+    ///
+    /// # Errors
+    /// Returns the kernel's error for that write.
+    fn remove(&mut self, prefix: IpNet) -> Result<(), std::io::Error>;
+    /// Capacity of the map that holds `prefix`'s family.
+    fn capacity(&self, prefix: &IpNet) -> usize;
+}
 
 /// The eBPF object (classifier and socket filters), built by build.rs from
 /// the `ip-masq-ebpf` binary.
-pub(crate) static CLASSIFIER_OBJECT: &[u8] =
-    aya::include_bytes_aligned!(env!("IP_MASQ_EBPF_OBJECT"));
+pub static CLASSIFIER_OBJECT: &[u8] = aya::include_bytes_aligned!(env!("IP_MASQ_EBPF_OBJECT"));
 
 /// Sub-directory of the pin directory that holds one link pin per interface.
 const LINKS_DIR: &str = "links";
@@ -469,12 +483,12 @@ impl Datapath {
     /// Fails when the kernel refuses the test run.
     pub fn probe_xt_bpf(
         &mut self,
-        family: crate::rules::Family,
+        family: crate::model::Family,
         frame: &[u8],
     ) -> Result<u32, DatapathError> {
         let name = match family {
-            crate::rules::Family::V4 => PROGRAM_XT_BPF_V4,
-            crate::rules::Family::V6 => PROGRAM_XT_BPF_V6,
+            crate::model::Family::V4 => PROGRAM_XT_BPF_V4,
+            crate::model::Family::V6 => PROGRAM_XT_BPF_V6,
         };
         let program: &mut SocketFilter = self
             .ebpf
@@ -530,8 +544,8 @@ impl Datapath {
             }
         }
         for (name, family) in [
-            (PROGRAM_XT_BPF_V4, crate::rules::Family::V4),
-            (PROGRAM_XT_BPF_V6, crate::rules::Family::V6),
+            (PROGRAM_XT_BPF_V4, crate::model::Family::V4),
+            (PROGRAM_XT_BPF_V6, crate::model::Family::V6),
         ] {
             let pin = xt_bpf_pin_path(&self.pin_dir, family);
             if pin_missing(&pin)? {
@@ -575,7 +589,7 @@ fn pin_missing(pin: &Path) -> Result<bool, DatapathError> {
     }
 }
 
-/// The agent's table as [`crate::sync::apply`] writes it.
+/// The agent's table as the agent's sync (`agent::sync::apply`) writes it.
 impl PrefixStore for Datapath {
     fn upsert(&mut self, prefix: IpNet, action: Action) -> Result<(), io::Error> {
         let value = action as u8;

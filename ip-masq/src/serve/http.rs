@@ -32,10 +32,10 @@ use thiserror::Error;
 use tokio::sync::Semaphore;
 use tracing::{debug, warn};
 
-use crate::{
-    datapath, metrics,
-    state::{self, Shared},
-};
+use crate::kernel::datapath;
+use crate::serve::metrics;
+use crate::serve::state;
+use crate::serve::state::Shared;
 
 /// Connections served at once; more wait in the accept queue. Probes and a
 /// scraper need a handful.
@@ -157,14 +157,14 @@ async fn route(context: &Context, request: &Request<Incoming>) -> Response<Full<
             let packets = match datapath::read_stats(&context.pin_dir) {
                 Ok(packets) => Some(packets),
                 Err(err) => {
-                    debug!(error = %crate::agent::error_chain(&err), "cannot read packet counters");
+                    debug!(error = %crate::error::error_chain(&err), "cannot read packet counters");
                     None
                 }
             };
             let connections = match datapath::read_connection_stats(&context.pin_dir) {
                 Ok(connections) => Some(connections),
                 Err(err) => {
-                    debug!(error = %crate::agent::error_chain(&err), "cannot read connection counters");
+                    debug!(error = %crate::error::error_chain(&err), "cannot read connection counters");
                     None
                 }
             };

@@ -16,10 +16,9 @@ use prometheus_client::{
 
 use prometheus_client::encoding::EncodeLabelSet;
 
-use crate::{
-    datapath::{ConnectionStats, PacketStats},
-    state::AgentStatus,
-};
+use crate::kernel::datapath::ConnectionStats;
+use crate::kernel::datapath::PacketStats;
+use crate::serve::state::AgentStatus;
 
 /// The content type of [`render`]'s output.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
@@ -238,7 +237,7 @@ impl Collector for Snapshot {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::{AttachedInterface, PerFamily};
+    use crate::serve::state::{AttachedInterface, PerFamily};
 
     fn status() -> AgentStatus {
         AgentStatus {

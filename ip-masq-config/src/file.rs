@@ -22,11 +22,7 @@ use thiserror::Error;
 
 use crate::duration::parse_go_duration_signed;
 
-// Spelled out so that the fuzz target, which compiles this file through
-// `#[path]`, finds the modules too.
-#[path = "config/gojson.rs"]
 mod gojson;
-#[path = "config/yaml.rs"]
 mod yaml;
 
 /// Largest config file the agent reads; anything bigger is a mistake or an attack.

@@ -1,5 +1,5 @@
-//! `ip-masq bench-datapath` (hidden from `--help`; `cargo xtask bench` runs
-//! it): what the classifier costs per packet, asked of the kernel itself
+//! `ip-masq-bench` (a binary of its own, run by `cargo xtask bench`, never
+//! part of the agent): what the classifier costs per packet, asked of the kernel itself
 //! with BPF_PROG_TEST_RUN, for growing numbers of CIDRs in the maps.
 //!
 //! The maps are filled through the agent's own sync code ([`sync::apply`]
@@ -21,7 +21,7 @@ use aya::{
     Ebpf, EbpfError, EbpfLoader, TestRun, TestRunOptions, TestRunResult,
     programs::{ProgramError, SchedClassifier, SocketFilter},
 };
-use clap::Args;
+use clap::Parser;
 use ip_masq_common::{
     Action, DEFAULT_KEEP_SOURCE_MARK, DEFAULT_MAP_CAPACITY, MAP_NON_MASQ_V4, MAP_NON_MASQ_V6,
     MAP_STATS, MAP_XT_BPF_STATS, PROGRAM_BENCH_NOOP, PROGRAM_XT_BPF_V4,
@@ -30,19 +30,23 @@ use ipnet::IpNet;
 use serde::Serialize;
 use thiserror::Error;
 
-use crate::{
-    datapath::{CLASSIFIER_OBJECT, Datapath, DatapathError, LoadOptions},
-    packet,
-    sync::{self, SyncError},
-    table::Table,
-};
+use ip_masq::agent::sync;
+use ip_masq::agent::sync::SyncError;
+use ip_masq::kernel::datapath::CLASSIFIER_OBJECT;
+use ip_masq::kernel::datapath::Datapath;
+use ip_masq::kernel::datapath::DatapathError;
+use ip_masq::kernel::datapath::LoadOptions;
+use ip_masq::kernel::packet;
+use ip_masq_config::table::Table;
 
 /// What the classifier answers for every frame (`TC_ACT_UNSPEC`).
 const TC_ACT_UNSPEC: i32 = -1;
 
-/// Flags of `ip-masq bench-datapath`.
-#[derive(Clone, Debug, Args)]
-pub struct BenchDatapathArgs {
+/// Measures the classifier's cost per packet with BPF_PROG_TEST_RUN and
+/// prints the figures as JSON (run by `cargo xtask bench`).
+#[derive(Clone, Debug, Parser)]
+#[command(name = "ip-masq-bench", version)]
+struct BenchDatapathArgs {
     /// bpffs directory for the benchmark's own maps; use a private one, the
     /// maps there are filled with the test CIDRs.
     #[arg(long, value_name = "DIR")]
@@ -73,6 +77,20 @@ pub struct BenchDatapathArgs {
     /// IPv4 destination outside every listed CIDR, for the miss case.
     #[arg(long, value_name = "ADDR", default_value = "203.0.113.5")]
     pub miss: Ipv4Addr,
+}
+
+fn main() -> std::process::ExitCode {
+    let args = BenchDatapathArgs::parse();
+    match run(&args) {
+        Ok(json) => {
+            print!("{json}");
+            std::process::ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("error: {}", ip_masq::error::error_chain(&err));
+            std::process::ExitCode::from(2)
+        }
+    }
 }
 
 /// Errors of the benchmark.
@@ -179,7 +197,7 @@ pub struct CaseTiming {
 /// # Errors
 /// Fails when the CIDR file is unusable, the programs cannot be loaded, a
 /// map write fails, or a program gives an unexpected verdict.
-pub fn run(args: &BenchDatapathArgs) -> Result<String, BenchError> {
+fn run(args: &BenchDatapathArgs) -> Result<String, BenchError> {
     let report = measure(args)?;
     Ok(serde_json::to_string_pretty(&report).expect("serialisable") + "\n")
 }

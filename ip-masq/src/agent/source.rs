@@ -9,7 +9,7 @@ use std::{
 
 use thiserror::Error;
 
-use crate::config::MAX_CONFIG_BYTES;
+use ip_masq_config::MAX_CONFIG_BYTES;
 
 /// Why the config file could not be read.
 #[derive(Debug, Error)]

@@ -20,21 +20,7 @@ use aya::{Ebpf, programs::SocketFilter};
 use ip_masq_common::{PIN_XT_BPF_V4, PIN_XT_BPF_V6, PROGRAM_XT_BPF_V4, PROGRAM_XT_BPF_V6};
 
 use super::DatapathError;
-use crate::rules::Family;
-
-/// Which datapath decides that a packet keeps its source address
-/// (`--datapath`).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
-pub enum DatapathMode {
-    /// A TC classifier on every pod interface marks pod traffic per packet;
-    /// the xt_bpf match judges the first packet of what it did not mark
-    /// (the node's own traffic, connections from outside into pods).
-    #[default]
-    Tc,
-    /// The xt_bpf match judges all traffic in the nat chain, which sees only
-    /// a connection's first packet. No TC program, no interface tracking.
-    XtBpf,
-}
+use crate::model::Family;
 
 /// Where the socket filter for `family` is pinned under `pin_dir`.
 pub fn xt_bpf_pin_path(pin_dir: &Path, family: Family) -> PathBuf {
@@ -124,10 +110,5 @@ mod tests {
             staging_path(Path::new("/sys/fs/bpf/ip-masq/xt_bpf_v4")),
             Path::new("/sys/fs/bpf/ip-masq/xt_bpf_v4_staging")
         );
-    }
-
-    #[test]
-    fn tc_is_the_default_mode() {
-        assert_eq!(DatapathMode::default(), DatapathMode::Tc);
     }
 }

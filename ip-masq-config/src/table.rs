@@ -7,7 +7,7 @@ use ip_masq_common::Action;
 use ipnet::IpNet;
 use serde::Serialize;
 
-use crate::config::{LINK_LOCAL_V4, LINK_LOCAL_V6, MasqConfig};
+use crate::{LINK_LOCAL_V4, LINK_LOCAL_V6, MasqConfig};
 
 /// Why an entry is in the table, for `check` and `dump`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -242,7 +242,7 @@ impl Diff {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::{MasqConfig, ParseOptions, parse};
+    use crate::{MasqConfig, ParseOptions, parse};
 
     fn net(s: &str) -> IpNet {
         s.parse().unwrap()

@@ -11,6 +11,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use crate::error::error_chain;
+use crate::options::AgentOptions;
 use thiserror::Error;
 use tokio::{
     signal::unix::{SignalKind, signal},
@@ -19,36 +21,31 @@ use tokio::{
 };
 use tracing::{debug, error, info, warn};
 
-use crate::{
-    config::{self, MasqConfig, ParseOptions},
-    datapath::{Attachment, Datapath, DatapathError, DatapathMode, LoadOptions, Repinned},
-    interfaces::{self, Interface, Selector},
-    rules::{Family, Installer, RuleSet, RulesError},
-    source, sync,
-    table::Table,
-    watch::{self, ConfigEvent, LinkEvent},
-};
-use crate::{
-    http,
-    state::{AgentStatus, ReloadResult, Shared, StatePublisher},
-};
+use crate::kernel::datapath::Attachment;
+use crate::kernel::datapath::Datapath;
+use crate::kernel::datapath::DatapathError;
+use crate::kernel::datapath::LoadOptions;
+use crate::kernel::datapath::Repinned;
+use crate::kernel::iptables::Installer;
+use crate::kernel::iptables::RulesError;
+use crate::kernel::netlink;
+use crate::kernel::netlink::Interface;
+use crate::kernel::watch;
+use crate::kernel::watch::ConfigEvent;
+use crate::kernel::watch::LinkEvent;
+use crate::model::DatapathMode;
+use crate::model::Family;
+use crate::serve::http;
+use crate::serve::state::AgentStatus;
+use crate::serve::state::ReloadResult;
+use crate::serve::state::Shared;
+use crate::serve::state::StatePublisher;
+use ip_masq_config as config;
+use ip_masq_config::MasqConfig;
+use ip_masq_config::table::Table;
 
-/// Everything `run` needs, decided from the command line.
-#[derive(Clone, Debug)]
-pub struct AgentOptions {
-    pub config_path: PathBuf,
-    pub parse: ParseOptions,
-    pub rules: RuleSet,
-    pub selector: Selector,
-    pub pin_dir: PathBuf,
-    pub max_entries: u32,
-    /// Where `/metrics`, `/healthz` and `/readyz` listen.
-    pub metrics_address: std::net::SocketAddr,
-    /// Directory of the state file that `ip-masq status` reads.
-    pub state_dir: PathBuf,
-    /// Largest config file accepted (`--max-config-bytes`).
-    pub max_config_bytes: usize,
-}
+pub mod source;
+pub mod sync;
 
 /// Errors that stop the agent.
 #[derive(Debug, Error)]
@@ -70,7 +67,7 @@ pub enum AgentError {
     #[error(transparent)]
     Watch(#[from] watch::WatchError),
     #[error(transparent)]
-    Interfaces(#[from] interfaces::InterfacesError),
+    Interfaces(#[from] netlink::InterfacesError),
     #[error("cannot install signal handler")]
     Signal(#[source] std::io::Error),
     #[error(transparent)]
@@ -89,7 +86,7 @@ impl PinDirLock {
     /// # Errors
     /// [`AgentError::AlreadyRunning`] when another process holds it.
     pub fn acquire(pin_dir: &Path) -> Result<Self, AgentError> {
-        crate::datapath::prepare_pin_dir(pin_dir)?;
+        crate::kernel::datapath::prepare_pin_dir(pin_dir)?;
         let dir = std::fs::File::open(pin_dir).map_err(|source| AgentError::Lock {
             path: pin_dir.to_owned(),
             source,
@@ -290,7 +287,7 @@ pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
 
 fn netlink_handle() -> Result<rtnetlink::Handle, AgentError> {
     let (connection, handle, _) = rtnetlink::new_connection()
-        .map_err(|e| AgentError::Interfaces(interfaces::InterfacesError::Socket(e)))?;
+        .map_err(|e| AgentError::Interfaces(netlink::InterfacesError::Socket(e)))?;
     tokio::spawn(connection);
     Ok(handle)
 }
@@ -645,14 +642,16 @@ impl Agent {
     fn publish(&mut self) {
         let (v4, v6) = self.applied.family_counts();
         let capacity = |cidr: &str| {
-            crate::sync::PrefixStore::capacity(&self.datapath, &cidr.parse().expect("literal"))
-                as u64
+            crate::kernel::datapath::PrefixStore::capacity(
+                &self.datapath,
+                &cidr.parse().expect("literal"),
+            ) as u64
         };
         let (capacity_v4, capacity_v6) = (capacity("0.0.0.0/0"), capacity("::/0"));
         let attached = self
             .attached
             .iter()
-            .map(|(index, name)| crate::state::AttachedInterface {
+            .map(|(index, name)| crate::serve::state::AttachedInterface {
                 name: name.clone(),
                 ifindex: *index,
             })
@@ -683,7 +682,7 @@ impl Agent {
             }
             return Ok(());
         }
-        let present = interfaces::list(handle).await?;
+        let present = netlink::list(handle).await?;
         let present_indexes: Vec<u32> = present.iter().map(|i| i.index).collect();
         for index in self.datapath.pinned_ifindexes()? {
             if !present_indexes.contains(&index) {
@@ -756,19 +755,4 @@ impl Agent {
 
 fn elapsed_ms(since: Instant) -> f64 {
     since.elapsed().as_secs_f64() * 1000.0
-}
-
-/// Formats an error with all its causes, `outer: inner: innermost`.
-pub fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(cause) = source {
-        let cause_text = cause.to_string();
-        if !text.ends_with(&cause_text) {
-            text.push_str(": ");
-            text.push_str(&cause_text);
-        }
-        source = cause.source();
-    }
-    text
 }

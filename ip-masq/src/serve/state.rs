@@ -23,12 +23,12 @@ use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use tokio::sync::Notify;
 
-use crate::{
-    agent::AgentOptions,
-    datapath::DatapathMode,
-    interfaces::{Interface, Selector},
-    rules::{Family, Installer},
-};
+use crate::kernel::iptables::Installer;
+use crate::kernel::netlink::Interface;
+use crate::kernel::netlink::Selector;
+use crate::model::DatapathMode;
+use crate::model::Family;
+use crate::options::AgentOptions;
 
 /// Default directory of state files.
 pub const DEFAULT_STATE_DIR: &str = "/run/ip-masq";
@@ -311,7 +311,7 @@ impl StatePublisher {
             Err(err) => {
                 if !std::mem::replace(&mut self.failing, true) {
                     tracing::warn!(
-                        error = %crate::agent::error_chain(&err),
+                        error = %crate::error::error_chain(&err),
                         "`ip-masq status` will not see this agent's state"
                     );
                 }
@@ -471,7 +471,7 @@ impl Shared {
                 Err(err) => problems.push(format!(
                     "cannot list {} rules: {}",
                     family_label(*family),
-                    crate::agent::error_chain(&err)
+                    crate::error::error_chain(&err)
                 )),
             }
         }

@@ -14,7 +14,7 @@ use netlink_sys::{AsyncSocket as _, SocketAddr};
 use thiserror::Error;
 use tokio::sync::mpsc;
 
-use crate::interfaces::Interface;
+use crate::kernel::netlink::Interface;
 
 /// Errors setting up a watch.
 #[derive(Debug, Error)]

@@ -31,9 +31,12 @@ use std::{
 
 use thiserror::Error;
 
-use crate::ports::PortRanges;
+use crate::model::ports::PortRanges;
 
-use crate::datapath::{DatapathMode, xt_bpf_pin_path};
+use crate::{
+    kernel::datapath::xt_bpf_pin_path,
+    model::{DatapathMode, Family},
+};
 
 /// Comment on the POSTROUTING jump. It is upstream ip-masq-agent's text, so
 /// that on a node migrating from ip-masq-agent the existing jump is
@@ -51,29 +54,6 @@ const XT_BPF_KEEP_COMMENT: &str = "ip-masq: destination is non-masquerade (eBPF 
 const XT_BPF_PATH_MAX: usize = 511;
 const MASQ_COMMENT: &str =
     "ip-masq-agent: outbound traffic is subject to MASQUERADE (must be last in chain)";
-
-/// Address family of a rule set.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Family {
-    V4,
-    V6,
-}
-
-impl Family {
-    fn iptables(self) -> &'static str {
-        match self {
-            Self::V4 => "iptables",
-            Self::V6 => "ip6tables",
-        }
-    }
-
-    fn iptables_restore(self) -> &'static str {
-        match self {
-            Self::V4 => "iptables-restore",
-            Self::V6 => "ip6tables-restore",
-        }
-    }
-}
 
 /// The rule set, fixed by command-line flags.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -1,0 +1,8 @@
+//! The kernel-facing layer: thin side effects only. Each module reaches one
+//! kernel interface, and the decisions of what to write come from above.
+
+pub mod datapath;
+pub mod iptables;
+pub mod netlink;
+pub mod packet;
+pub mod watch;

@@ -1,0 +1,51 @@
+//! Plain types every layer shares: no behaviour beyond naming, no I/O, no
+//! command-line parsing (the CLI maps its flags onto them).
+
+/// An address family: which map, which iptables, which socket filter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Family {
+    V4,
+    V6,
+}
+
+impl Family {
+    pub(crate) fn iptables(self) -> &'static str {
+        match self {
+            Self::V4 => "iptables",
+            Self::V6 => "ip6tables",
+        }
+    }
+
+    pub(crate) fn iptables_restore(self) -> &'static str {
+        match self {
+            Self::V4 => "iptables-restore",
+            Self::V6 => "ip6tables-restore",
+        }
+    }
+}
+
+/// Which datapath decides that a packet keeps its source address
+/// (`--datapath`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum DatapathMode {
+    /// A TC classifier on every pod interface marks pod traffic per packet;
+    /// the xt_bpf match judges the first packet of what it did not mark
+    /// (the node's own traffic, connections from outside into pods).
+    #[default]
+    Tc,
+    /// The xt_bpf match judges all traffic in the nat chain, which sees only
+    /// a connection's first packet. No TC program, no interface tracking.
+    XtBpf,
+}
+
+pub mod ports;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tc_is_the_default_mode() {
+        assert_eq!(DatapathMode::default(), DatapathMode::Tc);
+    }
+}
