@@ -6,6 +6,8 @@
 //! Nothing here does I/O, so the agent, the fuzz targets and xtask share
 //! one implementation.
 
+#![warn(missing_docs)]
+
 pub mod duration;
 mod file;
 pub mod table;

@@ -34,7 +34,9 @@ impl fmt::Display for Origin {
 /// One entry of the effective table.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Entry {
+    /// Keep the source or masquerade.
     pub action: Action,
+    /// Where the entry comes from.
     pub origin: Origin,
 }
 
@@ -117,27 +119,33 @@ impl Table {
         )
     }
 
+    /// Adds or replaces the entry for `prefix` (host bits cleared).
     pub fn insert(&mut self, prefix: IpNet, action: Action, origin: Origin) {
         self.entries
             .insert(prefix.trunc(), Entry { action, origin });
     }
 
+    /// Removes the entry for `prefix`, if any.
     pub fn remove(&mut self, prefix: &IpNet) {
         self.entries.remove(prefix);
     }
 
+    /// The entry for exactly `prefix`.
     pub fn get(&self, prefix: &IpNet) -> Option<&Entry> {
         self.entries.get(prefix)
     }
 
+    /// The entries in prefix order.
     pub fn iter(&self) -> impl Iterator<Item = (&IpNet, &Entry)> {
         self.entries.iter()
     }
 
+    /// How many entries the table holds.
     pub fn len(&self) -> usize {
         self.entries.len()
     }
 
+    /// Whether the table holds no entry.
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
@@ -229,11 +237,14 @@ fn merge_join<'a, K: Ord, V>(
 /// Map writes: new or changed entries, and stale ones.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Diff {
+    /// Entries to write: new ones and ones whose action changes.
     pub upserts: Vec<(IpNet, Action)>,
+    /// Entries the new table no longer holds.
     pub removals: Vec<IpNet>,
 }
 
 impl Diff {
+    /// Whether nothing needs writing.
     pub fn is_empty(&self) -> bool {
         self.upserts.is_empty() && self.removals.is_empty()
     }

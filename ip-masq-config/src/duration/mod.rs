@@ -28,7 +28,12 @@ pub enum DurationError {
     MissingUnit(String),
     /// A unit other than ns, us, µs, μs, ms, s, m and h.
     #[error("time: unknown unit {} in duration {}", GoQuoted(unit), GoQuoted(text))]
-    UnknownUnit { unit: String, text: String },
+    UnknownUnit {
+        /// The unit as written.
+        unit: String,
+        /// The whole duration.
+        text: String,
+    },
     /// Beyond Go's `int64` nanoseconds. Go reports it with the same words
     /// as [`DurationError::Invalid`], so the message is the same.
     #[error("time: invalid duration {}", GoQuoted(.0))]
@@ -45,20 +50,26 @@ pub enum DurationError {
 pub struct GoDuration(i64);
 
 impl GoDuration {
+    /// No time.
     pub const ZERO: Self = Self(0);
+    /// The most negative duration Go holds.
     pub const MIN: Self = Self(i64::MIN);
+    /// The longest duration Go holds (about 292 years).
     pub const MAX: Self = Self(i64::MAX);
 
+    /// A duration of `nanos` nanoseconds.
     #[must_use]
     pub const fn from_nanos(nanos: i64) -> Self {
         Self(nanos)
     }
 
+    /// The duration in nanoseconds.
     #[must_use]
     pub const fn as_nanos(self) -> i64 {
         self.0
     }
 
+    /// Whether the duration is below zero.
     #[must_use]
     pub const fn is_negative(self) -> bool {
         self.0 < 0

@@ -473,7 +473,7 @@ fn arbitrary_strings_never_panic() {
                     text.extend(std::iter::repeat_n(digit, run));
                 }
                 1 => {
-                    text.extend((0..rng.below(60)).map(|_| char::from(b'0' + rng.below(10) as u8)))
+                    text.extend((0..rng.below(60)).map(|_| char::from(b'0' + rng.below(10) as u8)));
                 }
                 _ => text.push_str(PIECES[rng.below(PIECES.len())]),
             }

@@ -49,7 +49,7 @@ pub(super) fn top_level(text: &str) -> Result<TopLevel, String> {
         .copied();
     match first {
         Some(b'{') => {}
-        Some(b'n') | Some(_) | None => {
+        Some(_) | None => {
             // Validate the whole text first, so a syntax error wins over a
             // type error as in Go.
             let value: Box<RawValue> = serde_json::from_str(text).map_err(|err| err.to_string())?;

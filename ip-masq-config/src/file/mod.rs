@@ -70,8 +70,11 @@ pub struct MasqConfig {
     pub non_masquerade_cidrs_defaulted: bool,
     /// Destinations masqueraded even inside a non-masquerade range.
     pub masquerade_cidrs: Vec<IpNet>,
+    /// `masqLinkLocal`: masquerade 169.254.0.0/16 too.
     pub masq_link_local: bool,
+    /// `masqLinkLocalIPv6`: masquerade fe80::/10 too.
     pub masq_link_local_ipv6: bool,
+    /// `resyncInterval`, raised to [`MIN_RESYNC_INTERVAL`] when below it.
     pub resync_interval: Duration,
     /// Upstream's `cidrLimit` when the file sets it; `None` means the map
     /// capacity is the only limit (upstream's default is 64).
@@ -103,7 +106,9 @@ impl MasqConfig {
 /// A parsed configuration with the warnings found on the way.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ParsedConfig {
+    /// The configuration.
     pub config: MasqConfig,
+    /// Unknown keys and raised intervals, one sentence each.
     pub warnings: Vec<String>,
 }
 
@@ -114,6 +119,7 @@ pub struct Problem {
     pub key: &'static str,
     /// The offending value, as JSON text (a string in quotes), when there is one.
     pub value: Option<String>,
+    /// What is wrong with it.
     pub reason: String,
 }
 
@@ -129,18 +135,35 @@ impl fmt::Display for Problem {
 /// Why a config file was rejected as a whole.
 #[derive(Debug, Error, PartialEq, Eq)]
 pub enum ConfigError {
+    /// Over the size limit.
     #[error("config is {size} bytes, more than the {max} allowed")]
-    TooLarge { size: usize, max: usize },
+    TooLarge {
+        /// The file's size.
+        size: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// A YAML file that is not UTF-8 (go-yaml refuses it too).
     #[error("config is not valid UTF-8 (first bad byte at offset {offset})")]
-    NotUtf8 { offset: usize },
+    NotUtf8 {
+        /// Where the first bad byte is.
+        offset: usize,
+    },
+    /// Not YAML or JSON as upstream's decoders read them.
     #[error("config is not valid {format}: {message}")]
     Syntax {
         /// `YAML` or `JSON`: which decoder upstream would use for the file.
         format: &'static str,
+        /// The decoder's message.
         message: String,
     },
+    /// A list, a string or a number where the settings belong.
     #[error("config must be a mapping of keys to values, found {found}")]
-    NotAMapping { found: &'static str },
+    NotAMapping {
+        /// The JSON type found.
+        found: &'static str,
+    },
+    /// Values of the wrong type or that fail validation, all of them.
     #[error("{} invalid value(s): {}", .0.len(), join_problems(.0))]
     Invalid(Vec<Problem>),
 }

@@ -117,13 +117,12 @@ unsafe fn owned_text(text: *const u8) -> Option<String> {
 /// # Safety
 /// `event` was filled by a successful yaml_parser_parse and not deleted.
 unsafe fn convert(event: &unsafe_yaml::yaml_event_t) -> Event {
-    // SAFETY (every access below): the union field read is the one that
-    // libyaml filled for this event type; the strings are owned by the
-    // event, which lives until the caller deletes it after this returns.
+    // SAFETY: every union field read below is the one libyaml filled for
+    // this event type; the strings are owned by the event, which lives
+    // until the caller deletes it after this returns.
     unsafe {
         match event.type_ {
             unsafe_yaml::YAML_STREAM_START_EVENT => Event::StreamStart,
-            unsafe_yaml::YAML_STREAM_END_EVENT => Event::StreamEnd,
             unsafe_yaml::YAML_DOCUMENT_START_EVENT => {
                 let version = event.data.document_start.version_directive;
                 Event::DocumentStart {
@@ -155,7 +154,8 @@ unsafe fn convert(event: &unsafe_yaml::yaml_event_t) -> Event {
                 flow: event.data.mapping_start.style == unsafe_yaml::YAML_FLOW_MAPPING_STYLE,
             },
             unsafe_yaml::YAML_MAPPING_END_EVENT => Event::MappingEnd,
-            // yaml_parser_parse never reports success with no event.
+            // The stream's end, and (never seen) a success with no event,
+            // which ending the stream reads safely.
             _ => Event::StreamEnd,
         }
     }

@@ -151,8 +151,8 @@ fn go_parse_int(text: &str) -> Option<GoValue> {
         }
         return None;
     }
-    if magnitude <= i64::MAX as u64 {
-        Some(GoValue::Int(magnitude as i64))
+    if let Ok(int) = i64::try_from(magnitude) {
+        Some(GoValue::Int(int))
     } else if !text.starts_with('+') || magnitude > 0 {
         // ParseUint refuses a sign.
         (!text.starts_with('+')).then_some(GoValue::Uint(magnitude))
