@@ -83,8 +83,15 @@ fn main() -> anyhow::Result<()> {
             // An optimised agent: a debug build would measure the compiler's
             // checks, not the agent.
             run(Command::new("cargo")
-                .args(["build", "--release", "--package", "ip-masq"])
-                .args(["--bin", "ip-masq", "--bin", "ip-masq-bench"])
+                .args([
+                    "build",
+                    "--release",
+                    "--package",
+                    "ip-masq",
+                    "--bin",
+                    "ip-masq",
+                ])
+                .args(["--package", "ip-masq-bench", "--bin", "ip-masq-bench"])
                 .current_dir(workspace_root()))?;
             let agent = workspace_root().join("target/release/ip-masq");
             // SAFETY: still single-threaded here; the lab reads the variable
@@ -139,7 +146,8 @@ fn build_ebpf() -> anyhow::Result<()> {
 
 fn build_agent() -> anyhow::Result<()> {
     run(Command::new("cargo")
-        .args(["build", "--package", "ip-masq", "--bins"])
+        .args(["build", "--package", "ip-masq", "--bin", "ip-masq"])
+        .args(["--package", "ip-masq-bench", "--bin", "ip-masq-bench"])
         .current_dir(workspace_root()))
 }
 

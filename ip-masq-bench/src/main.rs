@@ -25,7 +25,6 @@ use ip_masq_common::{
     Action, DEFAULT_KEEP_SOURCE_MARK, MAP_NON_MASQ_V4, MAP_NON_MASQ_V6, MAP_STATS,
     MAP_XT_BPF_STATS, PROGRAM_BENCH_NOOP, PROGRAM_XT_BPF_V4,
 };
-use serde::Serialize;
 use thiserror::Error;
 
 use ip_masq::agent::sync;
@@ -38,6 +37,8 @@ use ip_masq::kernel::packet;
 use ip_masq_config::table::Table;
 
 mod inputs;
+
+use ip_masq_bench::{CaseTiming, Report, SizeReport};
 
 use inputs::{check_sizes, hit_destination, map_capacity, parse_cidr_lines};
 
@@ -149,49 +150,6 @@ pub enum BenchError {
         got_return: i32,
         got_mark: u32,
     },
-}
-
-/// The whole measurement, as JSON for `cargo xtask bench`.
-#[derive(Clone, Debug, Serialize)]
-pub struct Report {
-    pub repeat: u32,
-    pub rounds: u32,
-    pub frame_bytes_v4: usize,
-    pub frame_bytes_v6: usize,
-    pub sizes: Vec<SizeReport>,
-}
-
-/// Results for one number of CIDRs per family.
-#[derive(Clone, Debug, Serialize)]
-pub struct SizeReport {
-    pub cidrs: usize,
-    /// Entries written to reach this size (both families) and how long the
-    /// agent's sync took for them.
-    pub fill_entries: usize,
-    pub fill_ms: f64,
-    pub hit_v4: Option<CaseTiming>,
-    pub miss_v4: CaseTiming,
-    pub hit_v6: Option<CaseTiming>,
-    /// The classifier that returns at once, on the IPv4 miss frame.
-    pub noop: CaseTiming,
-    /// The xt_bpf socket filter (`--datapath xt-bpf`, and host traffic in
-    /// tc mode) on the same frames, when the object has it.
-    pub xt_hit_v4: Option<CaseTiming>,
-    pub xt_miss_v4: Option<CaseTiming>,
-}
-
-/// The cost of one case: the fastest of the rounds.
-#[derive(Clone, Copy, Debug, Serialize)]
-pub struct CaseTiming {
-    /// Destination of the test frame.
-    pub destination: IpAddr,
-    /// CPU time of the fastest call divided by `repeat`. CPU time, not wall
-    /// time: on a shared machine the kernel reschedules during a long test
-    /// run, and the time spent in other tasks is not the program's. Finer
-    /// than the kernel's figure, which is rounded to whole nanoseconds.
-    pub ns_per_packet: f64,
-    /// The kernel's own average for the fastest call (whole nanoseconds).
-    pub kernel_ns_per_packet: u64,
 }
 
 /// Runs the benchmark and returns its JSON report.

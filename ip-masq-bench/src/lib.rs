@@ -1,0 +1,53 @@
+//! The datapath benchmark helper's report: what `ip-masq-bench` prints as
+//! JSON and `cargo xtask bench` reads. The types are shared, not mirrored.
+//!
+//! The binary (`src/main.rs`, feature `helper`) uses the agent's library;
+//! this library part has no dependency beyond serde, so xtask can use it
+//! before bpf-linker (which the agent's build needs) is installed.
+
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
+/// The whole measurement, as JSON for `cargo xtask bench`.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+pub struct Report {
+    pub repeat: u32,
+    pub rounds: u32,
+    pub frame_bytes_v4: usize,
+    pub frame_bytes_v6: usize,
+    pub sizes: Vec<SizeReport>,
+}
+
+/// Results for one number of CIDRs per family.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+pub struct SizeReport {
+    pub cidrs: usize,
+    /// Entries written to reach this size (both families) and how long the
+    /// agent's sync took for them.
+    pub fill_entries: usize,
+    pub fill_ms: f64,
+    pub hit_v4: Option<CaseTiming>,
+    pub miss_v4: CaseTiming,
+    pub hit_v6: Option<CaseTiming>,
+    /// The classifier that returns at once, on the IPv4 miss frame.
+    pub noop: CaseTiming,
+    /// The xt_bpf socket filter (`--datapath xt-bpf`, and host traffic in
+    /// tc mode) on the same frames, when the object has it.
+    pub xt_hit_v4: Option<CaseTiming>,
+    pub xt_miss_v4: Option<CaseTiming>,
+}
+
+/// The cost of one case: the fastest of the rounds.
+#[derive(Clone, Copy, Debug, Deserialize, Serialize)]
+pub struct CaseTiming {
+    /// Destination of the test frame.
+    pub destination: IpAddr,
+    /// CPU time of the fastest call divided by `repeat`. CPU time, not wall
+    /// time: on a shared machine the kernel reschedules during a long test
+    /// run, and the time spent in other tasks is not the program's. Finer
+    /// than the kernel's figure, which is rounded to whole nanoseconds.
+    pub ns_per_packet: f64,
+    /// The kernel's own average for the fastest call (whole nanoseconds).
+    pub kernel_ns_per_packet: u64,
+}
