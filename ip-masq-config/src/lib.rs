@@ -10,6 +10,9 @@
 
 pub mod duration;
 mod file;
+pub mod identity;
+pub mod preview;
+pub mod sources;
 pub mod table;
 
 pub use file::*;
