@@ -283,7 +283,10 @@ mod tests {
     fn a_conflict_names_both_files() {
         let error = merged(&[
             ("ip-masq-platform", "nonMasqueradeCIDRs: [10.0.0.0/8]"),
-            ("ip-masq-team", "nonMasqueradeCIDRs: [192.168.0.0/16]\nmasqueradeCIDRs: [10.0.0.0/8]"),
+            (
+                "ip-masq-team",
+                "nonMasqueradeCIDRs: [192.168.0.0/16]\nmasqueradeCIDRs: [10.0.0.0/8]",
+            ),
         ])
         .unwrap_err();
         assert_eq!(

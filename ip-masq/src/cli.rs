@@ -180,6 +180,20 @@ pub struct CheckArgs {
     /// Print the table as JSON.
     #[arg(long)]
     pub json: bool,
+
+    /// Preview a change instead: the ranges whose decision differs between
+    /// OLD and NEW, both ways, with their sizes, and warnings for changes
+    /// that commonly break egress.
+    #[arg(long, num_args = 2, value_names = ["OLD", "NEW"], conflicts_with = "against_running")]
+    pub diff: Option<Vec<PathBuf>>,
+
+    /// Preview NEW against what the running agent's pinned maps hold.
+    #[arg(long, value_name = "NEW")]
+    pub against_running: Option<PathBuf>,
+
+    /// bpffs directory of the running agent's maps (for --against-running).
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_PIN_PATH)]
+    pub pin_path: PathBuf,
 }
 
 #[derive(Debug, Args)]

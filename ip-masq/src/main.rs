@@ -26,6 +26,29 @@ fn main() -> ExitCode {
     init_logging(cli.verbosity, cli.log_format);
     let result = match cli.command {
         Command::Run(args) => run(args).map(|()| ExitCode::SUCCESS),
+        Command::Check(args) if args.diff.is_some() || args.against_running.is_some() => {
+            let comparison = match (&args.diff, &args.against_running) {
+                (Some(files), _) => commands::preview::Comparison::Files {
+                    old: &files[0],
+                    new: &files[1],
+                },
+                (None, Some(new)) => commands::preview::Comparison::Running {
+                    new,
+                    pin_path: &args.pin_path,
+                },
+                (None, None) => unreachable!("guarded above"),
+            };
+            match commands::preview::preview(&(&args).into(), &comparison) {
+                Ok(text) => {
+                    print!("{text}");
+                    Ok(ExitCode::SUCCESS)
+                }
+                Err(err) => {
+                    eprintln!("error: {}", error_chain(&err));
+                    return ExitCode::from(if err.is_invalid_config() { 1 } else { 2 });
+                }
+            }
+        }
         Command::Check(args) => match commands::check(&(&args).into()) {
             Ok(text) => {
                 print!("{text}");

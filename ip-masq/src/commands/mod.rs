@@ -23,6 +23,7 @@ use ip_masq_config::table::Origin;
 use ip_masq_config::table::Table;
 
 pub mod doctor;
+pub mod preview;
 pub mod status;
 
 /// Errors of the one-shot commands.
@@ -118,6 +119,31 @@ pub fn check_rejection_json(args: &CheckOptions, err: &CommandError) -> String {
         "entries": [],
     });
     serde_json::to_string_pretty(&document).expect("serialisable") + "\n"
+}
+
+/// Reads and validates one file as `run` would (no file: the defaults) and
+/// returns its effective table.
+///
+/// # Errors
+/// The read error, or the file invalid (`Invalid`).
+pub(crate) fn read_table(
+    options: &CheckOptions,
+    path: &std::path::Path,
+) -> Result<Table, CommandError> {
+    let parse = options.config.parse_options();
+    let max_bytes = options.config.max_config_bytes as usize;
+    let config = match source::read_config_with_limit(path, max_bytes)? {
+        None => MasqConfig::defaults(parse),
+        Some(bytes) => {
+            config::parse_with_limit(&bytes, parse, max_bytes)
+                .map_err(|source| CommandError::Invalid {
+                    path: path.display().to_string(),
+                    source,
+                })?
+                .config
+        }
+    };
+    Ok(Table::effective(&config, parse.enable_ipv6))
 }
 
 /// `ip-masq check`: validates the file as `run` would and renders the
