@@ -67,6 +67,10 @@ pub enum Command {
     /// Show what is installed: program, interfaces, rules, last reload, maps.
     /// Exits 1 when something is missing.
     Status(StatusArgs),
+    /// Show how full masquerading is: the destinations whose masqueraded
+    /// connections hold the most source ports, with the pods holding them,
+    /// and conntrack's failure counters.
+    Snat(SnatArgs),
     /// Look for what defeats non-masquerade on this node (other SNAT rules,
     /// mark bit clashes, pod interfaces without the classifier) and say how
     /// to fix each. Exits 1 when it finds anything.
@@ -194,6 +198,22 @@ pub struct CheckArgs {
     /// bpffs directory of the running agent's maps (for --against-running).
     #[arg(long, value_name = "DIR", default_value = DEFAULT_PIN_PATH)]
     pub pin_path: PathBuf,
+}
+
+#[derive(Debug, Args)]
+pub struct SnatArgs {
+    /// The agent's `--to-ports`, when it has them [default: the
+    /// namespace's net.ipv4.ip_local_port_range].
+    #[arg(long, value_name = "RANGES")]
+    pub to_ports: Option<crate::model::ports::PortRanges>,
+
+    /// How many destinations to show, fullest first.
+    #[arg(long, value_name = "N", default_value_t = 10)]
+    pub top: usize,
+
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]

@@ -64,6 +64,10 @@ fn main() -> ExitCode {
                 return ExitCode::from(if err.is_invalid_config() { 1 } else { 2 });
             }
         },
+        Command::Snat(args) => commands::snat::run(args.to_ports.as_ref(), args.top, args.json)
+            .map(|text| print!("{text}"))
+            .map(|()| ExitCode::SUCCESS)
+            .map_err(Into::into),
         Command::Dump(args) => commands::dump(&(&args).into())
             .map(|text| print!("{text}"))
             .map(|()| ExitCode::SUCCESS)

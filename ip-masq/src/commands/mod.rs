@@ -24,6 +24,7 @@ use ip_masq_config::table::Table;
 
 pub mod doctor;
 pub mod preview;
+pub mod snat;
 pub mod status;
 
 /// Errors of the one-shot commands.
@@ -49,6 +50,14 @@ pub enum CommandError {
     Rules(#[from] RulesError),
     #[error(transparent)]
     State(#[from] crate::serve::state::StateError),
+    #[error(transparent)]
+    Conntrack(#[from] crate::kernel::conntrack::ConntrackError),
+    #[error("cannot read {path}")]
+    Sysctl {
+        path: &'static str,
+        #[source]
+        source: io::Error,
+    },
     #[error("cannot remove {path}")]
     Remove {
         path: String,
