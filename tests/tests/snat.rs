@@ -3,7 +3,7 @@
 //! against `conntrack -L`, and running out of ports shows in conntrack's
 //! failure counters. Root.
 
-use std::{net::UdpSocket, process::Command};
+use std::net::UdpSocket;
 
 use lab::{Lab, LabOptions, agent::agent_binary, topology::EXTERNAL_OUTSIDE_V4};
 use serde_json::Value;
