@@ -19,6 +19,7 @@ const APT_TOOLS: &[(&str, &str)] = &[
     ("ip", "iproute2"),
     ("bpftool", "bpftool"),
     ("conntrack", "conntrack"),
+    ("nft", "nftables"),
     ("nsenter", "util-linux"),
     ("vtysh", "frr"),
     ("python3", "python3"),

@@ -23,6 +23,7 @@ use ip_masq_config::table::Origin;
 use ip_masq_config::table::Table;
 
 pub mod doctor;
+pub mod nftables;
 pub mod preview;
 pub mod snat;
 pub mod status;

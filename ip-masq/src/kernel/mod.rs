@@ -5,5 +5,6 @@ pub mod conntrack;
 pub mod datapath;
 pub mod iptables;
 pub mod netlink;
+pub mod nftables;
 pub mod packet;
 pub mod watch;
