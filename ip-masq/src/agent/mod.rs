@@ -44,6 +44,7 @@ use ip_masq_config as config;
 use ip_masq_config::MasqConfig;
 use ip_masq_config::table::Table;
 
+pub mod flush;
 pub mod source;
 pub mod sync;
 
