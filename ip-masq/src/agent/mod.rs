@@ -626,7 +626,11 @@ impl Agent {
                 self.shared.set_verifiers(
                     self.installers
                         .iter()
-                        .map(|installer| (installer.family(), installer.clone()))
+                        .map(|installer| {
+                            let check: std::sync::Arc<dyn crate::serve::state::RulesCheck> =
+                                std::sync::Arc::new(installer.clone());
+                            (installer.family(), check)
+                        })
                         .collect(),
                 );
             }
