@@ -9,8 +9,6 @@ use std::{
 
 use thiserror::Error;
 
-use ip_masq_config::MAX_CONFIG_BYTES;
-
 /// Why the config file could not be read.
 #[derive(Debug, Error)]
 pub enum ReadError {
@@ -29,24 +27,21 @@ pub enum ReadError {
 }
 
 /// Reads the config file: `Ok(None)` when it does not exist (defaults
-/// apply, as upstream), its bytes otherwise.
+/// apply, as upstream), its bytes otherwise; `--max-config-bytes` is
+/// `max_bytes` (by default
+/// [`MAX_CONFIG_BYTES`](ip_masq_config::MAX_CONFIG_BYTES)).
 ///
 /// A dangling symlink is an error rather than "missing": during a ConfigMap
 /// update it means the volume is mid-swap, and the previous config must
 /// stay in force.
 ///
 /// # Errors
-/// [`ReadError`] for directories, dangling symlinks, oversized files and I/O errors.
-pub fn read_config(path: &Path) -> Result<Option<Vec<u8>>, ReadError> {
-    read_config_with_limit(path, MAX_CONFIG_BYTES)
-}
-
-/// [`read_config`] with a size limit other than [`MAX_CONFIG_BYTES`]
-/// (`--max-config-bytes`).
-///
-/// # Errors
-/// As [`read_config`]; `TooLarge` is judged against `max_bytes`.
-pub fn read_config_with_limit(path: &Path, max_bytes: usize) -> Result<Option<Vec<u8>>, ReadError> {
+/// [`ReadError`] for directories, dangling symlinks, files larger than
+/// `max_bytes` and I/O errors.
+pub(crate) fn read_config_with_limit(
+    path: &Path,
+    max_bytes: usize,
+) -> Result<Option<Vec<u8>>, ReadError> {
     match fs::metadata(path) {
         Ok(meta) if meta.is_dir() => {
             return Err(ReadError::Directory {
@@ -93,6 +88,11 @@ pub fn read_config_with_limit(path: &Path, max_bytes: usize) -> Result<Option<Ve
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ip_masq_config::MAX_CONFIG_BYTES;
+
+    fn read_config(path: &Path) -> Result<Option<Vec<u8>>, ReadError> {
+        read_config_with_limit(path, MAX_CONFIG_BYTES)
+    }
 
     fn scratch(name: &str) -> PathBuf {
         let dir =

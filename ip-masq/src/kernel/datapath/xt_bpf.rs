@@ -23,7 +23,7 @@ use super::DatapathError;
 use crate::model::Family;
 
 /// Where the socket filter for `family` is pinned under `pin_dir`.
-pub fn xt_bpf_pin_path(pin_dir: &Path, family: Family) -> PathBuf {
+pub(crate) fn xt_bpf_pin_path(pin_dir: &Path, family: Family) -> PathBuf {
     pin_dir.join(match family {
         Family::V4 => PIN_XT_BPF_V4,
         Family::V6 => PIN_XT_BPF_V6,

@@ -1,0 +1,131 @@
+//! Reading, validating and applying the config file. A bad file is logged
+//! once and leaves the table in force as it is.
+
+use std::time::Instant;
+
+use tracing::{error, info, warn};
+
+use crate::error::error_chain;
+use crate::serve::state::ReloadResult;
+use ip_masq_config as config;
+use ip_masq_config::MasqConfig;
+use ip_masq_config::table::Table;
+
+use super::host::{Links, Maps, Rules};
+use super::{Agent, source, sync};
+
+impl<K: Maps + Links, R: Rules> Agent<K, R> {
+    /// Reads, validates and applies the config file. A bad file is logged
+    /// once and leaves the maps as they are.
+    pub(super) fn reload(&mut self) {
+        let path = &self.options.config_path;
+        let started = Instant::now();
+        let bytes = match source::read_config_with_limit(path, self.options.max_config_bytes) {
+            Ok(bytes) => bytes,
+            Err(err) => {
+                let error = error_chain(&err);
+                if self.last_read_error.as_ref() == Some(&error) {
+                    return;
+                }
+                self.last_read_error = Some(error.clone());
+                self.reject(error);
+                return;
+            }
+        };
+        self.last_read_error = None;
+        // Same bytes as last time: applied already, or rejected and logged
+        // already. Drift in the maps is repaired separately.
+        if self.last_bytes.as_ref() == Some(&bytes) {
+            return;
+        }
+        let read_ms = elapsed_ms(started);
+        let parsed = match &bytes {
+            None => Ok(config::ParsedConfig {
+                config: MasqConfig::defaults(self.options.parse),
+                warnings: Vec::new(),
+            }),
+            Some(bytes) => {
+                config::parse_with_limit(bytes, self.options.parse, self.options.max_config_bytes)
+            }
+        };
+        let parsed = match parsed {
+            Ok(parsed) => parsed,
+            Err(err) => {
+                self.last_bytes = Some(bytes);
+                self.reject(format!("{}: {err}", path.display()));
+                return;
+            }
+        };
+        for warning in &parsed.warnings {
+            warn!(config = %path.display(), "{warning}");
+        }
+        let decoded_at = Instant::now();
+        let decode_ms = elapsed_ms(started) - read_ms;
+        let desired = Table::effective(&parsed.config, self.options.parse.enable_ipv6);
+        let applied = sync::apply(&mut self.datapath, &mut self.applied, &desired);
+        let sync_ms = elapsed_ms(decoded_at);
+        match applied {
+            Ok(report) => {
+                for failure in &report.failures {
+                    error!(error = %error_chain(failure), "map write failed; retried at next resync");
+                }
+                let (v4, v6) = self.applied.family_counts();
+                info!(
+                    config = %path.display(),
+                    source = if bytes.is_some() { "file" } else { "defaults (no file)" },
+                    added = report.added,
+                    removed = report.removed,
+                    failed = report.failures.len(),
+                    entries_v4 = v4,
+                    entries_v6 = v6,
+                    elapsed_ms = elapsed_ms(started),
+                    read_ms,
+                    decode_ms,
+                    sync_ms,
+                    "config applied"
+                );
+                self.shared.update(|status| {
+                    status.record_reload(ReloadResult::Applied {
+                        added: report.added,
+                        removed: report.removed,
+                        failed: report.failures.len(),
+                        elapsed_ms: elapsed_ms(started),
+                    });
+                });
+                self.config = Some(parsed.config);
+                // After a failed write the same bytes are applied again at
+                // the next resync, which retries the writes.
+                self.last_bytes = if report.failures.is_empty() {
+                    Some(bytes)
+                } else {
+                    None
+                };
+            }
+            Err(err) => {
+                self.last_bytes = Some(bytes);
+                self.reject(format!("{}: {err}", path.display()));
+            }
+        }
+    }
+
+    fn reject(&self, error: String) {
+        if self.config.is_some() {
+            error!("config rejected, previous config stays in force: {error}");
+        } else if self.restored {
+            error!(
+                "config rejected, the table restored from the pinned maps stays in force: {error}"
+            );
+        } else {
+            error!(
+                "config rejected and no earlier table to keep: nothing is masqueraded until a valid config arrives: {error}"
+            );
+        }
+        self.shared.update(|status| {
+            status.record_reload(ReloadResult::Rejected { error });
+        });
+    }
+}
+
+fn elapsed_ms(since: Instant) -> f64 {
+    since.elapsed().as_secs_f64() * 1000.0
+}

@@ -1,0 +1,116 @@
+//! Reading and writing the LPM maps: the agent's table, entry by entry.
+
+use std::{
+    io,
+    net::{Ipv4Addr, Ipv6Addr},
+    path::Path,
+};
+
+use aya::maps::{LpmTrie, MapData, MapError, lpm_trie::Key};
+use ip_masq_common::{Action, MAP_NON_MASQ_V4, MAP_NON_MASQ_V6};
+use ipnet::{IpNet, Ipv4Net, Ipv6Net};
+
+use super::{Datapath, DatapathError, PrefixStore};
+
+impl Datapath {
+    /// Reads every entry of both LPM maps back.
+    ///
+    /// # Errors
+    /// Fails when the kernel refuses to iterate a map.
+    pub(crate) fn read_entries(&self) -> Result<Vec<(IpNet, u8)>, DatapathError> {
+        read_entries(&self.v4, &self.v6)
+    }
+}
+
+/// The agent's table as the agent's sync (`agent::sync::apply`) writes it.
+impl PrefixStore for Datapath {
+    fn upsert(&mut self, prefix: IpNet, action: Action) -> Result<(), io::Error> {
+        let value = action as u8;
+        let result = match prefix {
+            IpNet::V4(net) => self.v4.insert(
+                &Key::new(net.prefix_len().into(), net.network().octets()),
+                value,
+                0,
+            ),
+            IpNet::V6(net) => self.v6.insert(
+                &Key::new(net.prefix_len().into(), net.network().octets()),
+                value,
+                0,
+            ),
+        };
+        result.map_err(map_io_error)
+    }
+
+    fn remove(&mut self, prefix: IpNet) -> Result<(), io::Error> {
+        let result = match prefix {
+            IpNet::V4(net) => self
+                .v4
+                .remove(&Key::new(net.prefix_len().into(), net.network().octets())),
+            IpNet::V6(net) => self
+                .v6
+                .remove(&Key::new(net.prefix_len().into(), net.network().octets())),
+        };
+        match result {
+            Err(MapError::KeyNotFound) => Ok(()),
+            other => other.map_err(map_io_error),
+        }
+    }
+
+    fn capacity(&self, prefix: &IpNet) -> usize {
+        match prefix {
+            IpNet::V4(_) => self.capacity_v4,
+            IpNet::V6(_) => self.capacity_v6,
+        }
+    }
+}
+
+fn map_io_error(err: MapError) -> io::Error {
+    match err {
+        MapError::SyscallError(err) => err.io_error,
+        other => io::Error::other(other.to_string()),
+    }
+}
+
+/// Opens the pinned LPM maps without loading anything, for `dump`.
+///
+/// # Errors
+/// Fails when the maps are not pinned under `pin_dir`.
+pub(crate) fn read_pinned_entries(pin_dir: &Path) -> Result<Vec<(IpNet, u8)>, DatapathError> {
+    let v4: LpmTrie<MapData, [u8; 4], u8> = LpmTrie::try_from(aya::maps::Map::LpmTrie(
+        MapData::from_pin(pin_dir.join(MAP_NON_MASQ_V4))?,
+    ))?;
+    let v6: LpmTrie<MapData, [u8; 16], u8> = LpmTrie::try_from(aya::maps::Map::LpmTrie(
+        MapData::from_pin(pin_dir.join(MAP_NON_MASQ_V6))?,
+    ))?;
+    read_entries(&v4, &v6)
+}
+
+fn read_entries(
+    v4: &LpmTrie<MapData, [u8; 4], u8>,
+    v6: &LpmTrie<MapData, [u8; 16], u8>,
+) -> Result<Vec<(IpNet, u8)>, DatapathError> {
+    let mut entries = Vec::new();
+    for item in v4.iter() {
+        let (key, value) = item?;
+        let net =
+            Ipv4Net::new(Ipv4Addr::from(key.data()), key.prefix_len() as u8).map_err(|_| {
+                MapError::InvalidKeySize {
+                    size: 0,
+                    expected: 4,
+                }
+            })?;
+        entries.push((IpNet::V4(net), value));
+    }
+    for item in v6.iter() {
+        let (key, value) = item?;
+        let net =
+            Ipv6Net::new(Ipv6Addr::from(key.data()), key.prefix_len() as u8).map_err(|_| {
+                MapError::InvalidKeySize {
+                    size: 0,
+                    expected: 16,
+                }
+            })?;
+        entries.push((IpNet::V6(net), value));
+    }
+    Ok(entries)
+}
