@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand, ValueEnum, builder::PossibleValue};
 
 use crate::{
-    model::DatapathMode,
+    model::{DatapathMode, FlushScope},
     options::{CheckOptions, CleanupOptions, ConfigOptions, DumpOptions, InstalledOptions},
 };
 
@@ -75,6 +75,20 @@ pub enum Command {
     /// mark bit clashes, pod interfaces without the classifier) and say how
     /// to fix each. Exits 1 when it finds anything.
     Doctor(DoctorArgs),
+}
+
+impl ValueEnum for FlushScope {
+    fn value_variants<'a>() -> &'a [Self] {
+        &[Self::Off, Self::Connectionless, Self::All]
+    }
+
+    fn to_possible_value(&self) -> Option<PossibleValue> {
+        Some(match self {
+            Self::Off => PossibleValue::new("off"),
+            Self::Connectionless => PossibleValue::new("connectionless"),
+            Self::All => PossibleValue::new("all"),
+        })
+    }
 }
 
 // The flag's values, kept here so that the model type carries no clap.
@@ -168,6 +182,13 @@ pub struct RunArgs {
     /// no regular files).
     #[arg(long, value_name = "DIR", default_value = crate::serve::state::DEFAULT_STATE_DIR)]
     pub state_dir: PathBuf,
+
+    /// Which conntrack entries a config change flushes, so that flows alive
+    /// across the change (or reusing its ports) are decided anew: `off`,
+    /// `connectionless` (UDP and all but TCP and SCTP) or `all` (which
+    /// breaks established TCP connections towards changed ranges).
+    #[arg(long, value_enum, value_name = "SCOPE", default_value_t = FlushScope::Connectionless)]
+    pub flush_conntrack: FlushScope,
 
     /// Source-port ranges for MASQUERADE, e.g. `1024-29999,32768-65535`:
     /// new TCP, UDP and SCTP connections are spread over them in proportion

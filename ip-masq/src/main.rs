@@ -119,6 +119,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         metrics_address: args.metrics_address,
         state_dir: args.state_dir,
         max_config_bytes: args.config.max_config_bytes as usize,
+        flush: args.flush_conntrack,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

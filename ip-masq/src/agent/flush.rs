@@ -4,30 +4,21 @@
 //! the same ports within the entry's timeout, would keep the old decision.
 //! As kube-proxy does for UDP Services, those entries are deleted, so the
 //! next datagram is decided anew. Connection-oriented protocols (TCP, SCTP)
-//! only with `--flush-connections=all`: deleting their entries breaks the
+//! only with `--flush-conntrack=all`: deleting their entries breaks the
 //! established connections.
 
 use std::net::IpAddr;
 
 use ip_masq_config::preview::DecisionChange;
 
-use crate::kernel::conntrack::{Entry, Flow};
-
-/// Which entries a change flushes.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum FlushScope {
-    /// None.
-    Off,
-    /// Connectionless protocols (everything but TCP and SCTP).
-    #[default]
-    Connectionless,
-    /// All, TCP and SCTP included.
-    All,
-}
+use crate::{
+    kernel::conntrack::{Entry, Flow},
+    model::FlushScope,
+};
 
 /// The entries to delete, as (protocol, original flow): those whose
 /// original destination lies in a range whose decision changed.
-pub fn entries_to_flush(
+pub(crate) fn entries_to_flush(
     entries: &[Entry],
     changes: &[DecisionChange],
     scope: FlushScope,

@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use ipnet::IpNet;
 
+use crate::kernel::conntrack::{Conntrack, ConntrackError, Entry, Flow};
 use crate::kernel::datapath::{Attachment, Datapath, DatapathError, PrefixStore, Repinned};
 use crate::kernel::iptables::{Installer, Repairs, RulesError};
 use crate::model::Family;
@@ -45,6 +46,24 @@ pub(crate) trait Rules {
     /// A check for `/readyz` of the rules as they stand now, right after a
     /// successful [`Rules::ensure`].
     fn check(&self) -> Arc<dyn RulesCheck>;
+}
+
+/// The conntrack table, for flushing the entries a change flips.
+pub(crate) trait Connections {
+    /// Every entry.
+    fn list(&mut self) -> Result<Vec<Entry>, ConntrackError>;
+    /// Deletes the entry whose original direction is `flow`.
+    fn delete(&mut self, protocol: u8, flow: &Flow) -> Result<(), ConntrackError>;
+}
+
+impl Connections for Conntrack {
+    fn list(&mut self) -> Result<Vec<Entry>, ConntrackError> {
+        Conntrack::list(self)
+    }
+
+    fn delete(&mut self, protocol: u8, flow: &Flow) -> Result<(), ConntrackError> {
+        Conntrack::delete(self, protocol, flow)
+    }
 }
 
 impl Maps for Datapath {

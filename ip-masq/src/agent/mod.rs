@@ -112,6 +112,8 @@ struct Agent<K, R> {
     /// What the HTTP handlers and `ip-masq status` see.
     shared: Shared,
     publisher: StatePublisher,
+    /// The conntrack table, when the change flush is on and it opened.
+    connections: Option<Box<dyn host::Connections>>,
 }
 
 /// Runs the agent until SIGTERM or SIGINT.
@@ -141,6 +143,15 @@ pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
         installers.push(Installer::new(Family::V6, options.rules.clone()));
     }
     let mut agent = Agent::new(options, datapath, installers, shared.clone(), publisher);
+    if agent.options.flush != crate::model::FlushScope::Off {
+        match crate::kernel::conntrack::Conntrack::open() {
+            Ok(table) => agent.connections = Some(Box::new(table)),
+            Err(err) => warn!(
+                error = %error_chain(&err),
+                "conntrack unavailable: flows alive across a config change keep their old decision"
+            ),
+        }
+    }
 
     agent.restore()?;
 
@@ -259,6 +270,7 @@ impl<K: Maps + Links, R: Rules> Agent<K, R> {
             attached: BTreeMap::new(),
             shared,
             publisher,
+            connections: None,
         }
     }
 

@@ -12,7 +12,7 @@ use ip_masq_config::MasqConfig;
 use ip_masq_config::table::Table;
 
 use super::host::{Links, Maps, Rules};
-use super::{Agent, source, sync};
+use super::{Agent, flush, source, sync};
 
 impl<K: Maps + Links, R: Rules> Agent<K, R> {
     /// Reads, validates and applies the config file. A bad file is logged
@@ -62,6 +62,8 @@ impl<K: Maps + Links, R: Rules> Agent<K, R> {
         let decoded_at = Instant::now();
         let decode_ms = elapsed_ms(started) - read_ms;
         let desired = Table::effective(&parsed.config, self.options.parse.enable_ipv6);
+        // What the maps decided before, to find the flows the change flips.
+        let before = self.connections.as_ref().map(|_| self.applied.clone());
         let applied = sync::apply(&mut self.datapath, &mut self.applied, &desired);
         let sync_ms = elapsed_ms(decoded_at);
         match applied {
@@ -93,6 +95,11 @@ impl<K: Maps + Links, R: Rules> Agent<K, R> {
                     });
                 });
                 self.config = Some(parsed.config);
+                if let Some(before) = before
+                    && report.added + report.removed > 0
+                {
+                    self.flush_flipped_connections(&before);
+                }
                 // After a failed write the same bytes are applied again at
                 // the next resync, which retries the writes.
                 self.last_bytes = if report.failures.is_empty() {
@@ -106,6 +113,35 @@ impl<K: Maps + Links, R: Rules> Agent<K, R> {
                 self.reject(format!("{}: {err}", path.display()));
             }
         }
+    }
+
+    /// Deletes the conntrack entries whose decision the last change
+    /// flipped, so that their next packet is decided anew.
+    fn flush_flipped_connections(&mut self, before: &Table) {
+        let Some(connections) = self.connections.as_mut() else {
+            return;
+        };
+        let changes = ip_masq_config::preview::decision_changes(before, &self.applied);
+        let entries = match connections.list() {
+            Ok(entries) => entries,
+            Err(err) => {
+                warn!(error = %error_chain(&err), "cannot list conntrack entries to flush");
+                return;
+            }
+        };
+        let flows = flush::entries_to_flush(&entries, &changes, self.options.flush);
+        let mut flushed = 0u64;
+        for (protocol, flow) in &flows {
+            match connections.delete(*protocol, flow) {
+                Ok(()) => flushed += 1,
+                Err(err) => warn!(error = %error_chain(&err), "cannot flush a conntrack entry"),
+            }
+        }
+        if !flows.is_empty() {
+            info!(flushed, scope = ?self.options.flush, "conntrack entries flushed: their flows are decided anew");
+        }
+        self.shared
+            .update(|status| status.conntrack_flushed += flushed);
     }
 
     fn reject(&self, error: String) {

@@ -38,6 +38,18 @@ pub enum DatapathMode {
     XtBpf,
 }
 
+/// Which conntrack entries a config change flushes (`--flush-conntrack`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum FlushScope {
+    /// None: existing flows keep their decision until their entry expires.
+    Off,
+    /// Connectionless protocols (everything but TCP and SCTP).
+    #[default]
+    Connectionless,
+    /// All, TCP and SCTP included, which breaks their established connections.
+    All,
+}
+
 pub mod ports;
 
 #[cfg(test)]

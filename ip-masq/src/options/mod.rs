@@ -22,6 +22,8 @@ pub struct AgentOptions {
     pub state_dir: PathBuf,
     /// Largest config file accepted (`--max-config-bytes`).
     pub max_config_bytes: usize,
+    /// Which conntrack entries a config change flushes.
+    pub flush: crate::model::FlushScope,
 }
 
 /// How to read a config file (`run` and `check`).

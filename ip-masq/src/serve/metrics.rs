@@ -171,6 +171,13 @@ impl Collector for Snapshot {
         )?;
         ConstCounter::new(status.config_watch_failures).encode(metric)?;
         let metric = encoder.encode_descriptor(
+            "conntrack_flushed",
+            "Conntrack entries deleted after config changes that flipped their decision, so their next packet is decided anew.",
+            None,
+            MetricType::Counter,
+        )?;
+        ConstCounter::new(status.conntrack_flushed).encode(metric)?;
+        let metric = encoder.encode_descriptor(
             "map_write_failures",
             "LPM map writes the kernel refused; they are retried at the next resync.",
             None,

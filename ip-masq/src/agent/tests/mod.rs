@@ -263,6 +263,7 @@ impl Harness {
             metrics_address: "127.0.0.1:0".parse().unwrap(),
             state_dir: dir.join("state"),
             max_config_bytes: MAX_CONFIG_BYTES,
+            flush: crate::model::FlushScope::Connectionless,
         };
         let shared = Shared::new(AgentStatus::for_agent(&options));
         let publisher = StatePublisher::new(&options.state_dir, &options.pin_dir);

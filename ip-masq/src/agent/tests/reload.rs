@@ -240,3 +240,77 @@ fn an_unreadable_file_is_rejected_once() {
     harness.agent.reload();
     assert_eq!(harness.maps(), harness.expected(TEN));
 }
+
+/// A conntrack table that records deletions.
+struct FakeConnections {
+    entries: Vec<crate::kernel::conntrack::Entry>,
+    deleted: std::rc::Rc<std::cell::RefCell<Vec<(u8, crate::kernel::conntrack::Flow)>>>,
+}
+
+impl crate::agent::host::Connections for FakeConnections {
+    fn list(
+        &mut self,
+    ) -> Result<Vec<crate::kernel::conntrack::Entry>, crate::kernel::conntrack::ConntrackError>
+    {
+        Ok(self.entries.clone())
+    }
+
+    fn delete(
+        &mut self,
+        protocol: u8,
+        flow: &crate::kernel::conntrack::Flow,
+    ) -> Result<(), crate::kernel::conntrack::ConntrackError> {
+        self.deleted.borrow_mut().push((protocol, *flow));
+        Ok(())
+    }
+}
+
+#[test]
+fn a_change_flushes_the_flows_it_flips_and_only_those() {
+    use crate::kernel::conntrack::{Entry, Flow};
+    let flow = |protocol: u8, destination: &str| Entry {
+        protocol,
+        original: Flow {
+            source: "10.244.1.10".parse().unwrap(),
+            destination: destination.parse().unwrap(),
+            source_port: 4000,
+            destination_port: 53,
+        },
+        reply: Flow {
+            source: destination.parse().unwrap(),
+            destination: "192.0.2.1".parse().unwrap(),
+            source_port: 53,
+            destination_port: 4000,
+        },
+        source_nat: true,
+    };
+    let mut harness = Harness::new("flush");
+    harness.write_config("nonMasqueradeCIDRs: [172.16.0.0/12]\n");
+    harness.agent.reload();
+    let deleted = std::rc::Rc::new(std::cell::RefCell::new(Vec::new()));
+    harness.agent.connections = Some(Box::new(FakeConnections {
+        entries: vec![
+            flow(17, "203.0.113.5"),
+            flow(17, "198.51.100.7"),
+            flow(6, "203.0.113.5"),
+            flow(17, "172.16.5.5"),
+        ],
+        deleted: deleted.clone(),
+    }));
+    harness.write_config("nonMasqueradeCIDRs: [172.16.0.0/12, 203.0.113.0/24]\n");
+    harness.agent.reload();
+    let destinations: Vec<(u8, String)> = deleted
+        .borrow()
+        .iter()
+        .map(|(p, f)| (*p, f.destination.to_string()))
+        .collect();
+    assert_eq!(
+        destinations,
+        [(17, "203.0.113.5".to_owned())],
+        "only the UDP flow into the flipped range"
+    );
+    assert_eq!(harness.status().conntrack_flushed, 1);
+    // The same bytes again: no change, nothing flushed.
+    harness.agent.reload();
+    assert_eq!(deleted.borrow().len(), 1);
+}

@@ -157,6 +157,10 @@ pub struct AgentStatus {
     /// Interference by someone else that the agent repaired, by kind.
     #[serde(default)]
     pub repairs: RepairCounts,
+    /// Conntrack entries flushed after config changes that flipped their
+    /// decision.
+    #[serde(default)]
+    pub conntrack_flushed: u64,
 }
 
 /// Interference by someone else that the agent found and repaired, by what
