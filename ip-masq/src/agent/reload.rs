@@ -95,6 +95,12 @@ impl<K: Maps + Links, R: Rules> Agent<K, R> {
                     });
                 });
                 self.config = Some(parsed.config);
+                let identity = self.config_identity();
+                let sources = vec![path.display().to_string()];
+                self.shared.update(|status| {
+                    status.config_sha256 = Some(identity);
+                    status.config_sources = sources;
+                });
                 if let Some(before) = before
                     && report.added + report.removed > 0
                 {
@@ -113,6 +119,29 @@ impl<K: Maps + Links, R: Rules> Agent<K, R> {
                 self.reject(format!("{}: {err}", path.display()));
             }
         }
+    }
+
+    /// The identity of the table in force with the flags that shape the
+    /// decisions and the rules (not paths, which differ between nodes).
+    fn config_identity(&self) -> String {
+        let rules = &self.options.rules;
+        let flags = [
+            ("datapath", format!("{:?}", rules.datapath)),
+            ("mark", format!("{:#x}", rules.mark)),
+            ("masq-chain", rules.chain.clone()),
+            ("random-fully", rules.random_fully.to_string()),
+            (
+                "to-ports",
+                rules
+                    .to_ports
+                    .iter()
+                    .map(|r| r.to_string())
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
+            ("enable-ipv6", self.options.parse.enable_ipv6.to_string()),
+        ];
+        ip_masq_config::identity::config_identity(&self.applied, &flags)
     }
 
     /// Deletes the conntrack entries whose decision the last change

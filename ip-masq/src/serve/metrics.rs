@@ -170,6 +170,19 @@ impl Collector for Snapshot {
             MetricType::Counter,
         )?;
         ConstCounter::new(status.config_watch_failures).encode(metric)?;
+        if let Some(sha256) = &status.config_sha256 {
+            let labels: [(&str, String); 2] = [
+                ("sha256", sha256.clone()),
+                ("sources", status.config_sources.join(",")),
+            ];
+            let mut metric = encoder.encode_descriptor(
+                "config_info",
+                "1 for the config in force: its identity (a hash of the table and the flags that shape decisions, equal on nodes that decide alike) and the files it came from.",
+                None,
+                MetricType::Gauge,
+            )?;
+            ConstGauge::new(1i64).encode(metric.encode_family(&labels)?)?;
+        }
         let metric = encoder.encode_descriptor(
             "conntrack_flushed",
             "Conntrack entries deleted after config changes that flipped their decision, so their next packet is decided anew.",

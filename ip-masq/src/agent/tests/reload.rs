@@ -314,3 +314,29 @@ fn a_change_flushes_the_flows_it_flips_and_only_those() {
     harness.agent.reload();
     assert_eq!(deleted.borrow().len(), 1);
 }
+
+#[test]
+fn the_config_identity_follows_the_table_not_the_file() {
+    let mut first = Harness::new("identity-a");
+    first.write_config("nonMasqueradeCIDRs: [10.0.0.0/8, 172.16.0.0/12]\n");
+    first.agent.reload();
+    let mut second = Harness::new("identity-b");
+    second.write_config("{\"nonMasqueradeCIDRs\": [\"172.16.0.0/12\", \"10.0.0.0/8\"]}");
+    second.agent.reload();
+    let identity = first
+        .status()
+        .config_sha256
+        .expect("an identity once applied");
+    assert_eq!(
+        second.status().config_sha256.as_deref(),
+        Some(identity.as_str()),
+        "another file, another path, the same decisions"
+    );
+    second.write_config("nonMasqueradeCIDRs: [10.0.0.0/8]\n");
+    second.agent.reload();
+    assert_ne!(
+        second.status().config_sha256.as_deref(),
+        Some(identity.as_str())
+    );
+    assert_eq!(first.status().config_sources.len(), 1);
+}

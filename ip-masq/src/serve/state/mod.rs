@@ -161,6 +161,13 @@ pub struct AgentStatus {
     /// decision.
     #[serde(default)]
     pub conntrack_flushed: u64,
+    /// SHA-256 of the table in force and the flags that shape decisions
+    /// and rules: the same on every node that decides alike.
+    #[serde(default)]
+    pub config_sha256: Option<String>,
+    /// The config files the table in force came from.
+    #[serde(default)]
+    pub config_sources: Vec<String>,
 }
 
 /// Interference by someone else that the agent found and repaired, by what
