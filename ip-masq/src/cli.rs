@@ -114,6 +114,13 @@ pub struct ConfigArgs {
     #[arg(long = "config", value_name = "PATH", default_value = DEFAULT_CONFIG_PATH)]
     pub config: PathBuf,
 
+    /// Also read every file whose name starts with `ip-masq` in DIR (without
+    /// a value: the config file's directory) and merge them with the config
+    /// file, as ip-masq-agent-v2 does: lists are unions, booleans OR'd, the
+    /// shortest resyncInterval and the smallest cidrLimit win.
+    #[arg(long, value_name = "DIR", num_args = 0..=1, default_missing_value = "")]
+    pub config_dir: Option<PathBuf>,
+
     /// Also handle IPv6: IPv6 CIDRs, fe80::/10 and ip6tables rules.
     #[arg(long)]
     pub enable_ipv6: bool,

@@ -120,6 +120,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         state_dir: args.state_dir,
         max_config_bytes: args.config.max_config_bytes as usize,
         flush: args.flush_conntrack,
+        config_dir: args.config.config_dir.clone(),
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -20,7 +20,12 @@ impl<K: Maps + Links, R: Rules> Agent<K, R> {
     pub(super) fn reload(&mut self) {
         let path = &self.options.config_path;
         let started = Instant::now();
-        let bytes = match source::read_config_with_limit(path, self.options.max_config_bytes) {
+        let read = match &self.options.config_dir {
+            None => source::read_config_with_limit(path, self.options.max_config_bytes)
+                .map(|bytes| vec![(path.display().to_string(), bytes)]),
+            Some(dir) => source::read_sources(path, dir, self.options.max_config_bytes),
+        };
+        let bytes = match read {
             Ok(bytes) => bytes,
             Err(err) => {
                 let error = error_chain(&err);
@@ -39,20 +44,38 @@ impl<K: Maps + Links, R: Rules> Agent<K, R> {
             return;
         }
         let read_ms = elapsed_ms(started);
-        let parsed = match &bytes {
-            None => Ok(config::ParsedConfig {
+        let files: Vec<(String, Vec<u8>)> = bytes
+            .iter()
+            .filter_map(|(name, bytes)| Some((name.clone(), bytes.clone()?)))
+            .collect();
+        let sources: Vec<String> = files.iter().map(|(name, _)| name.clone()).collect();
+        let parsed = match files.as_slice() {
+            [] => Ok(config::ParsedConfig {
                 config: MasqConfig::defaults(self.options.parse),
                 warnings: Vec::new(),
             }),
-            Some(bytes) => {
+            [(_, bytes)] => {
                 config::parse_with_limit(bytes, self.options.parse, self.options.max_config_bytes)
+                    .map_err(|err| format!("{}: {err}", path.display()))
             }
+            // Several files: each read on its own, then merged, with the
+            // name of the file at fault in any error.
+            _ => ip_masq_config::sources::parse_sources(
+                &files,
+                self.options.parse,
+                self.options.max_config_bytes,
+            )
+            .map(|merged| config::ParsedConfig {
+                config: merged.config,
+                warnings: merged.warnings,
+            })
+            .map_err(|err| err.to_string()),
         };
         let parsed = match parsed {
             Ok(parsed) => parsed,
             Err(err) => {
                 self.last_bytes = Some(bytes);
-                self.reject(format!("{}: {err}", path.display()));
+                self.reject(err);
                 return;
             }
         };
@@ -74,7 +97,7 @@ impl<K: Maps + Links, R: Rules> Agent<K, R> {
                 let (v4, v6) = self.applied.family_counts();
                 info!(
                     config = %path.display(),
-                    source = if bytes.is_some() { "file" } else { "defaults (no file)" },
+                    source = if sources.is_empty() { "defaults (no file)".to_owned() } else { sources.join(",") },
                     added = report.added,
                     removed = report.removed,
                     failed = report.failures.len(),
@@ -96,7 +119,6 @@ impl<K: Maps + Links, R: Rules> Agent<K, R> {
                 });
                 self.config = Some(parsed.config);
                 let identity = self.config_identity();
-                let sources = vec![path.display().to_string()];
                 self.shared.update(|status| {
                     status.config_sha256 = Some(identity);
                     status.config_sources = sources;

@@ -85,6 +85,57 @@ pub(crate) fn read_config_with_limit(
     Ok(Some(bytes))
 }
 
+/// The files read as one config (`--config-dir`): `config` itself and every
+/// file of `dir` (empty: `config`'s own directory) whose name starts with `ip-masq`,
+/// as ip-masq-agent-v2 reads its config directory (a platform ConfigMap and
+/// a team one projected into one volume, say), sorted by name. A ConfigMap
+/// volume's `..data` and version directories start with `..`, so they are
+/// never taken; symlinks are followed, as for the config file.
+///
+/// # Errors
+/// The directory cannot be listed (other than missing), or a file cannot
+/// be read ([`read_config_with_limit`]).
+pub(crate) fn read_sources(
+    config: &Path,
+    dir: &Path,
+    max_bytes: usize,
+) -> Result<Vec<(String, Option<Vec<u8>>)>, ReadError> {
+    let dir = if dir.as_os_str().is_empty() {
+        config.parent().unwrap_or(Path::new(".")).to_owned()
+    } else {
+        dir.to_owned()
+    };
+    let mut paths: Vec<PathBuf> = vec![config.to_owned()];
+    match fs::read_dir(&dir) {
+        Ok(entries) => {
+            for entry in entries.flatten() {
+                let name = entry.file_name();
+                let path = dir.join(&name);
+                if name.to_string_lossy().starts_with("ip-masq") && !paths.contains(&path) {
+                    paths.push(path);
+                }
+            }
+        }
+        Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+        Err(source) => return Err(ReadError::Io { path: dir, source }),
+    }
+    paths[1..].sort();
+    paths
+        .into_iter()
+        .map(|path| {
+            let bytes = read_config_with_limit(&path, max_bytes)?;
+            let name = path.file_name().map_or_else(
+                || path.display().to_string(),
+                |name| name.to_string_lossy().into_owned(),
+            );
+            Ok((name, bytes))
+        })
+        // A source that does not exist adds nothing (the config path may
+        // name no file, while others in its directory exist).
+        .filter(|read| !matches!(read, Ok((_, None))))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -128,7 +128,12 @@ async fn forward(
         // act on; a created symlink is complete at once.
         let relevant = match &event.name {
             None => true,
-            Some(name) if Some(name) == file_name.as_ref() => {
+            // Our file, or another `ip-masq*` file that `--config-dir`
+            // merges with it.
+            Some(name)
+                if Some(name) == file_name.as_ref()
+                    || name.to_string_lossy().starts_with("ip-masq") =>
+            {
                 !event.mask.contains(EventMask::CREATE)
                     || std::fs::symlink_metadata(directory.join(name))
                         .is_ok_and(|meta| meta.file_type().is_symlink())

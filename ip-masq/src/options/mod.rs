@@ -24,6 +24,9 @@ pub struct AgentOptions {
     pub max_config_bytes: usize,
     /// Which conntrack entries a config change flushes.
     pub flush: crate::model::FlushScope,
+    /// `--config-dir`: also read every `ip-masq*` file of this directory
+    /// (empty: the config file's) and merge them.
+    pub config_dir: Option<PathBuf>,
 }
 
 /// How to read a config file (`run` and `check`).

@@ -264,6 +264,7 @@ impl Harness {
             state_dir: dir.join("state"),
             max_config_bytes: MAX_CONFIG_BYTES,
             flush: crate::model::FlushScope::Connectionless,
+            config_dir: None,
         };
         let shared = Shared::new(AgentStatus::for_agent(&options));
         let publisher = StatePublisher::new(&options.state_dir, &options.pin_dir);
