@@ -1,4 +1,6 @@
-//! The one-shot subcommands: `check`, `dump` and `cleanup`.
+//! The one-shot subcommands: `check`, `dump` and `cleanup` here; `status`
+//! and `doctor` in their own modules, on what `installed` resolves and
+//! `probe` reads.
 
 use std::{fmt::Write as _, fs, io, path::Path};
 
@@ -23,6 +25,8 @@ use ip_masq_config::table::Origin;
 use ip_masq_config::table::Table;
 
 pub mod doctor;
+pub mod installed;
+pub(crate) mod probe;
 pub mod status;
 
 /// Errors of the one-shot commands.
