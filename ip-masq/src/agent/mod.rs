@@ -102,7 +102,7 @@ struct Agent<K, R> {
     /// "ready:" was logged.
     ready_announced: bool,
     /// Raw bytes of the last file read, to skip no-op reloads cheaply.
-    last_bytes: Option<Vec<(String, Option<Vec<u8>>)>>,
+    last_bytes: Option<source::SourceFiles>,
     /// Why the file could not be read last time, so that a file that stays
     /// unreadable is reported once rather than at every resync.
     last_read_error: Option<String>,

@@ -85,6 +85,9 @@ pub(crate) fn read_config_with_limit(
     Ok(Some(bytes))
 }
 
+/// Config files as read: each one's name and its bytes (`None`: no file).
+pub(crate) type SourceFiles = Vec<(String, Option<Vec<u8>>)>;
+
 /// The files read as one config (`--config-dir`): `config` itself and every
 /// file of `dir` (empty: `config`'s own directory) whose name starts with `ip-masq`,
 /// as ip-masq-agent-v2 reads its config directory (a platform ConfigMap and
@@ -99,7 +102,7 @@ pub(crate) fn read_sources(
     config: &Path,
     dir: &Path,
     max_bytes: usize,
-) -> Result<Vec<(String, Option<Vec<u8>>)>, ReadError> {
+) -> Result<SourceFiles, ReadError> {
     let dir = if dir.as_os_str().is_empty() {
         config.parent().unwrap_or(Path::new(".")).to_owned()
     } else {

@@ -1,4 +1,6 @@
-//! The one-shot subcommands: `check`, `dump` and `cleanup`.
+//! The one-shot subcommands: `check`, `dump` and `cleanup` here; `status`
+//! and `doctor` in their own modules, on what `installed` resolves and
+//! `probe` reads.
 
 use std::{fmt::Write as _, fs, io, path::Path};
 
@@ -23,8 +25,10 @@ use ip_masq_config::table::Origin;
 use ip_masq_config::table::Table;
 
 pub mod doctor;
+pub mod installed;
 pub mod nftables;
 pub mod preview;
+pub(crate) mod probe;
 pub mod snat;
 pub mod status;
 

@@ -199,8 +199,7 @@ impl Rules for FakeRules {
         self.ensures += 1;
         if self.fails {
             return Err(RulesError::Failed {
-                program: "iptables-restore",
-                args: "-w --noflush".into(),
+                command: "iptables-restore -w 5 --noflush".into(),
                 status: "exit status: 4".into(),
                 stderr: "resource problem".into(),
             });

@@ -1,7 +1,7 @@
-//! The static iptables rules: what they are (pure) and making the kernel
-//! hold them (thin wrappers over iptables and iptables-restore).
+//! The rule set (pure): the chain's text as iptables-restore reads it, the
+//! POSTROUTING jump, and the checks on the flags that name them.
 //!
-//! No text from the config file ever reaches these commands: the rule set
+//! No text from the config file ever reaches these rules: the rule set
 //! depends only on command-line flags, so a ConfigMap change never touches
 //! iptables.
 //!
@@ -23,18 +23,13 @@
 //!    destination whatever the source;
 //! 3. MASQUERADE.
 
-use std::{
-    io::Write as _,
-    path::{Path, PathBuf},
-    process::{Command, Stdio},
-};
-
-use thiserror::Error;
+use std::path::{Path, PathBuf};
 
 use crate::model::ports::PortRanges;
 
 use crate::{
     kernel::datapath::xt_bpf_pin_path,
+    kernel::iptables::save::Rule,
     model::{DatapathMode, Family},
 };
 
@@ -65,7 +60,7 @@ pub struct RuleSet {
     /// chain holds.
     pub datapath: DatapathMode,
     /// The pin directory (`--pin-path`), where the xt_bpf rules find their
-    /// socket filters. It must pass [`validate_pin_path`].
+    /// socket filters. It must pass `validate_pin_path`.
     pub pin_dir: PathBuf,
     /// `--to-ports`: per-protocol MASQUERADE rules over these source ports.
     pub to_ports: PortRanges,
@@ -73,7 +68,7 @@ pub struct RuleSet {
 
 impl RuleSet {
     /// Arguments of the POSTROUTING jump, after `-t nat -A POSTROUTING`.
-    pub fn jump_args(&self) -> Vec<String> {
+    pub(crate) fn jump_args(&self) -> Vec<String> {
         [
             "-m",
             "comment",
@@ -91,10 +86,20 @@ impl RuleSet {
         .to_vec()
     }
 
+    /// Whether `rule` (of the nat table) is our POSTROUTING jump: ours by
+    /// its comment (upstream's text, so ip-masq-agent's jump counts too) and
+    /// jumping to our chain with nothing after the target.
+    pub(crate) fn is_jump(&self, rule: &Rule) -> bool {
+        rule.chain == "POSTROUTING"
+            && rule.comment() == Some(jump_comment(&self.chain).as_str())
+            && rule.target() == Some((self.chain.as_str(), false))
+            && rule.target_options().is_empty()
+    }
+
     /// iptables-restore input that atomically replaces `family`'s chain
     /// contents (with `--noflush`, declaring the chain flushes only that
     /// chain).
-    pub fn chain_restore_input(&self, family: Family) -> String {
+    pub(crate) fn chain_restore_input(&self, family: Family) -> String {
         let chain = &self.chain;
         let program = xt_bpf_pin_path(&self.pin_dir, family);
         let program = program.display();
@@ -140,255 +145,6 @@ impl RuleSet {
     }
 }
 
-/// Errors of the rules layer.
-#[derive(Debug, Error)]
-pub enum RulesError {
-    #[error("pin directory {path} cannot be named in an xt_bpf rule: it {reason}")]
-    PinPath { path: PathBuf, reason: String },
-    #[error("cannot run {program}")]
-    Spawn {
-        program: &'static str,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{program} {args} failed ({status}): {stderr}")]
-    Failed {
-        program: &'static str,
-        args: String,
-        status: String,
-        stderr: String,
-    },
-}
-
-/// What [`Installer::ensure`] had to do.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Repairs {
-    /// The chain was (re)written because it was missing or not as we left it.
-    pub chain_rewritten: bool,
-    /// The POSTROUTING jump was missing and added.
-    pub jump_added: bool,
-    /// Duplicate jumps removed.
-    pub duplicate_jumps_removed: usize,
-}
-
-impl Repairs {
-    pub fn any(&self) -> bool {
-        self.chain_rewritten || self.jump_added || self.duplicate_jumps_removed > 0
-    }
-}
-
-/// Installs one family's rule set and keeps it installed. Cloned for the
-/// readiness check, which verifies against the same expected listing.
-#[derive(Clone, Debug)]
-pub struct Installer {
-    family: Family,
-    rules: RuleSet,
-    /// The chain as `iptables -S` printed it right after our last write:
-    /// any difference later means someone else changed it.
-    expected_listing: Option<Vec<String>>,
-}
-
-impl Installer {
-    pub fn new(family: Family, rules: RuleSet) -> Self {
-        Self {
-            family,
-            rules,
-            expected_listing: None,
-        }
-    }
-
-    /// The address family this installer manages.
-    pub fn family(&self) -> Family {
-        self.family
-    }
-
-    /// Makes the kernel hold exactly our chain and one jump to it. The first
-    /// call always rewrites the chain, which also takes over a chain left by
-    /// ip-masq-agent.
-    ///
-    /// # Errors
-    /// Fails when iptables cannot be run or refuses a command.
-    pub fn ensure(&mut self) -> Result<Repairs, RulesError> {
-        let mut repairs = Repairs::default();
-        let listing = self.list_chain()?;
-        if listing.is_none() || listing != self.expected_listing {
-            self.restore_chain()?;
-            self.expected_listing = self.list_chain()?;
-            repairs.chain_rewritten = true;
-        }
-        let jumps = self.count_jumps()?;
-        if jumps == 0 {
-            let mut args = vec![
-                "-t".to_owned(),
-                "nat".into(),
-                "-A".into(),
-                "POSTROUTING".into(),
-            ];
-            args.extend(self.rules.jump_args());
-            self.iptables(&args)?;
-            repairs.jump_added = true;
-        }
-        for _ in 1..jumps {
-            let mut args = vec![
-                "-t".to_owned(),
-                "nat".into(),
-                "-D".into(),
-                "POSTROUTING".into(),
-            ];
-            args.extend(self.rules.jump_args());
-            self.iptables(&args)?;
-            repairs.duplicate_jumps_removed += 1;
-        }
-        Ok(repairs)
-    }
-
-    /// Whether the rules are in place, without changing anything.
-    ///
-    /// # Errors
-    /// Fails when iptables cannot be run.
-    pub fn verify(&self) -> Result<bool, RulesError> {
-        let listing = self.list_chain()?;
-        Ok(listing.is_some() && listing == self.expected_listing && self.count_jumps()? == 1)
-    }
-
-    /// Removes the jump and the chain.
-    ///
-    /// # Errors
-    /// Fails when iptables refuses to delete what exists.
-    pub fn remove(&self) -> Result<(), RulesError> {
-        for _ in 0..self.count_jumps()? {
-            let mut args = vec![
-                "-t".to_owned(),
-                "nat".into(),
-                "-D".into(),
-                "POSTROUTING".into(),
-            ];
-            args.extend(self.rules.jump_args());
-            self.iptables(&args)?;
-        }
-        if self.list_chain()?.is_some() {
-            self.iptables(&["-t", "nat", "-F", &self.rules.chain].map(str::to_owned))?;
-            self.iptables(&["-t", "nat", "-X", &self.rules.chain].map(str::to_owned))?;
-        }
-        Ok(())
-    }
-
-    fn restore_chain(&self) -> Result<(), RulesError> {
-        validate_pin_path(&self.rules.pin_dir).map_err(|reason| RulesError::PinPath {
-            path: self.rules.pin_dir.clone(),
-            reason,
-        })?;
-        let program = self.family.iptables_restore();
-        let mut child = Command::new(program)
-            .args(["-w", "--noflush"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|source| RulesError::Spawn { program, source })?;
-        let input = self.rules.chain_restore_input(self.family);
-        child
-            .stdin
-            .take()
-            .expect("stdin is piped")
-            .write_all(input.as_bytes())
-            .map_err(|source| RulesError::Spawn { program, source })?;
-        let output = child
-            .wait_with_output()
-            .map_err(|source| RulesError::Spawn { program, source })?;
-        if !output.status.success() {
-            return Err(RulesError::Failed {
-                program,
-                args: "-w --noflush".into(),
-                status: output.status.to_string(),
-                stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
-            });
-        }
-        Ok(())
-    }
-
-    /// The nat table as `iptables -t nat -S` prints it. Listing the whole
-    /// table works whether or not the table or our chain exist yet, which
-    /// `-S CHAIN` does not with the nf_tables backend.
-    fn list_nat(&self) -> Result<Vec<String>, RulesError> {
-        let program = self.family.iptables();
-        let output = Command::new(program)
-            .args(["-w", "-t", "nat", "-S"])
-            .output()
-            .map_err(|source| RulesError::Spawn { program, source })?;
-        if !output.status.success() {
-            return Err(RulesError::Failed {
-                program,
-                args: "-t nat -S".into(),
-                status: output.status.to_string(),
-                stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
-            });
-        }
-        Ok(String::from_utf8_lossy(&output.stdout)
-            .lines()
-            .map(str::to_owned)
-            .collect())
-    }
-
-    /// Our chain's lines, or `None` when the chain does not exist.
-    fn list_chain(&self) -> Result<Option<Vec<String>>, RulesError> {
-        Ok(chain_lines(&self.list_nat()?, &self.rules.chain))
-    }
-
-    /// How many copies of our jump POSTROUTING holds.
-    fn count_jumps(&self) -> Result<usize, RulesError> {
-        Ok(count_jumps(&self.list_nat()?, &self.rules))
-    }
-
-    fn iptables(&self, args: &[String]) -> Result<(), RulesError> {
-        let program = self.family.iptables();
-        let output = Command::new(program)
-            .arg("-w")
-            .args(args)
-            .output()
-            .map_err(|source| RulesError::Spawn { program, source })?;
-        if !output.status.success() {
-            return Err(RulesError::Failed {
-                program,
-                args: args.join(" "),
-                status: output.status.to_string(),
-                stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
-            });
-        }
-        Ok(())
-    }
-}
-
-/// The lines of `chain` in an `iptables -S` listing, `None` if it is absent.
-fn chain_lines(listing: &[String], chain: &str) -> Option<Vec<String>> {
-    let declaration = format!("-N {chain}");
-    let rule_prefix = format!("-A {chain} ");
-    if !listing.iter().any(|line| line == &declaration) {
-        return None;
-    }
-    Some(
-        listing
-            .iter()
-            .filter(|line| line.starts_with(&rule_prefix))
-            .cloned()
-            .collect(),
-    )
-}
-
-/// Copies of our POSTROUTING jump in an `iptables -S` listing.
-fn count_jumps(listing: &[String], rules: &RuleSet) -> usize {
-    let comment = jump_comment(&rules.chain);
-    let target = format!("-j {}", rules.chain);
-    listing
-        .iter()
-        .filter(|line| {
-            line.starts_with("-A POSTROUTING ")
-                && line.contains(&comment)
-                && line.trim_end().ends_with(&target)
-        })
-        .count()
-}
-
 /// Whether `iptables --version` output supports `--random-fully` (1.6.2+).
 pub fn supports_random_fully(version_output: &str) -> bool {
     let Some(version) = version_output
@@ -404,26 +160,13 @@ pub fn supports_random_fully(version_output: &str) -> bool {
     parts.as_slice() >= [1, 6, 2].as_slice()
 }
 
-/// Asks the installed iptables for its version.
-///
-/// # Errors
-/// Fails when iptables cannot be run.
-pub fn iptables_version(family: Family) -> Result<String, RulesError> {
-    let program = family.iptables();
-    let output = Command::new(program)
-        .arg("--version")
-        .output()
-        .map_err(|source| RulesError::Spawn { program, source })?;
-    Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
-}
-
 /// Checks that a pin directory can be named in an xt_bpf rule: an absolute
 /// path (iptables resolves it, not the agent) that iptables-restore reads
 /// as one word and whose socket filter paths fit xt_bpf's limit.
 ///
 /// # Errors
 /// Returns why the path is unusable.
-pub fn validate_pin_path(pin_dir: &Path) -> Result<(), String> {
+pub(crate) fn validate_pin_path(pin_dir: &Path) -> Result<(), String> {
     let Some(text) = pin_dir.to_str() else {
         return Err("is not valid UTF-8".into());
     };
@@ -455,7 +198,7 @@ pub fn validate_pin_path(pin_dir: &Path) -> Result<(), String> {
 ///
 /// # Errors
 /// Returns why the name is unusable.
-pub fn validate_chain_name(name: &str) -> Result<(), String> {
+pub(crate) fn validate_chain_name(name: &str) -> Result<(), String> {
     const BUILTIN: [&str; 5] = ["PREROUTING", "INPUT", "FORWARD", "OUTPUT", "POSTROUTING"];
     const TARGETS: [&str; 6] = ["ACCEPT", "DROP", "RETURN", "QUEUE", "MASQUERADE", "SNAT"];
     if name.is_empty() || name.len() > 28 {
@@ -630,27 +373,6 @@ mod tests {
             args.join(" "),
             "-m comment --comment ip-masq-agent: ensure nat POSTROUTING directs all non-LOCAL destination traffic to our custom IP-MASQ-AGENT chain -m addrtype ! --dst-type LOCAL -j IP-MASQ-AGENT"
         );
-    }
-
-    #[test]
-    fn reads_chain_and_jumps_from_a_listing() {
-        let listing: Vec<String> = [
-            "-P POSTROUTING ACCEPT",
-            "-N IP-MASQ-AGENT",
-            "-N IP-MASQ-AGENT-2",
-            "-A POSTROUTING -m comment --comment \"ip-masq-agent: ensure nat POSTROUTING directs all non-LOCAL destination traffic to our custom IP-MASQ-AGENT chain\" -m addrtype ! --dst-type LOCAL -j IP-MASQ-AGENT",
-            "-A POSTROUTING -j IP-MASQ-AGENT",
-            "-A IP-MASQ-AGENT -d 10.0.0.0/8 -j RETURN",
-            "-A IP-MASQ-AGENT-2 -j MASQUERADE",
-        ]
-        .map(str::to_owned)
-        .to_vec();
-        assert_eq!(
-            chain_lines(&listing, "IP-MASQ-AGENT"),
-            Some(vec!["-A IP-MASQ-AGENT -d 10.0.0.0/8 -j RETURN".to_owned()])
-        );
-        assert_eq!(chain_lines(&listing, "OTHER"), None);
-        assert_eq!(count_jumps(&listing, &rules()), 1);
     }
 
     #[test]

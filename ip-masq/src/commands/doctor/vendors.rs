@@ -1,0 +1,99 @@
+//! Who wrote a SNAT rule: Docker, flannel and kubelet by their rules'
+//! shapes and comments, Calico by its chains, a left-over ip-masq chain on
+//! the other backend; each with its own fix.
+
+use crate::commands::doctor::snat::Position;
+use crate::commands::doctor::{Finding, FindingKind};
+use crate::kernel::iptables::backends::Listing;
+use crate::kernel::iptables::save::Rule;
+
+/// The finding for a SNAT rule pod traffic reaches, named for the
+/// component that wrote it when it is recognised.
+pub(super) fn classify(
+    listing: &Listing,
+    rule: &Rule,
+    position: Position,
+    path: &[String],
+    chain: &str,
+) -> Finding {
+    let command = &listing.command;
+    let location = format!("{command} nat {}", path.join(" → "));
+    let target = rule.target().map_or("MASQUERADE", |(target, _)| target);
+    let when = match position {
+        Position::BeforeJump => format!(
+            "POSTROUTING reaches it before ip-masq's jump to {chain}, so ip-masq never decides for the packets it matches"
+        ),
+        Position::AfterJump => format!(
+            "ip-masq's chain {chain} RETURNs keep-source packets to POSTROUTING, where this rule then applies {target} to them anyway"
+        ),
+        Position::NoJump => "ip-masq's jump is missing, so this rule decides alone".to_owned(),
+        Position::OtherBackend => format!(
+            "{command}'s tables are hooked into the kernel too, next to the ones ip-masq uses, so this rule applies {target} whatever ip-masq decides"
+        ),
+    };
+    let comment = rule.comment().unwrap_or_default();
+    let out_interface = rule.option("-o");
+    let delete = format!(
+        "{command} -t nat -D {}",
+        rule.text.trim_start_matches("-A ").trim()
+    );
+    if target == "MASQUERADE"
+        && rule.option("-s").is_some_and(|(_, negated)| !negated)
+        && matches!(out_interface, Some((name, true)) if name == "docker0" || name.starts_with("br-"))
+    {
+        return Finding {
+            kind: FindingKind::DockerMasquerade,
+            location,
+            evidence: rule.text.clone(),
+            problem: format!("Docker masquerades its bridge network itself: {when}."),
+            fix: format!(
+                "Start dockerd with --ip-masq=false (or \"ip-masq\": false in /etc/docker/daemon.json) and restart it, then delete the rule if Docker left it: {delete}"
+            ),
+        };
+    }
+    if path.iter().any(|chain| chain == "FLANNEL-POSTRTG") || comment.contains("flanneld masq") {
+        return Finding {
+            kind: FindingKind::FlannelMasquerade,
+            location,
+            evidence: rule.text.clone(),
+            problem: format!(
+                "flanneld masquerades traffic leaving the pod network itself: {when}."
+            ),
+            fix: format!(
+                "Drop --ip-masq from flanneld's arguments (kube-flannel DaemonSet: the container args), or set ipmasq=false where mk-docker-opts.sh writes Docker's options, and restart flanneld. Then remove what it left: {command} -t nat -D POSTROUTING -m comment --comment \"flanneld masq\" -j FLANNEL-POSTRTG; {command} -t nat -F FLANNEL-POSTRTG; {command} -t nat -X FLANNEL-POSTRTG"
+            ),
+        };
+    }
+    if comment.contains("kubenet: SNAT for outbound traffic from cluster")
+        || (comment.contains("kubelet") && rule.option("-d").is_some_and(|(_, negated)| negated))
+    {
+        let cidr = rule.option("-d").map_or("?", |(cidr, _)| cidr);
+        return Finding {
+            kind: FindingKind::KubeletMasquerade,
+            location,
+            evidence: rule.text.clone(),
+            problem: format!(
+                "kubelet's --non-masquerade-cidr={cidr} masquerades every destination outside {cidr}: {when}."
+            ),
+            fix: format!(
+                "Set kubelet's --non-masquerade-cidr=0.0.0.0/0 (which turns the rule off), restart kubelet, then delete the rule: {delete}"
+            ),
+        };
+    }
+    let owner = if path.iter().any(|chain| chain.starts_with("cali-")) {
+        " It is Calico's natOutgoing: set `natOutgoing: false` on the IPPool (calicoctl patch ippool NAME -p '{\"spec\":{\"natOutgoing\":false}}') and let ip-masq decide."
+    } else if position == Position::OtherBackend && path.iter().any(|c| c == chain) {
+        " It is a left-over ip-masq-agent or ip-masq chain on the other iptables backend: delete its jump and the chain there."
+    } else {
+        ""
+    };
+    Finding {
+        kind: FindingKind::OtherSnat,
+        location,
+        evidence: rule.text.clone(),
+        problem: format!("{target} rule outside ip-masq's chain: {when}."),
+        fix: format!(
+            "Find the component that owns it (its comment or chain name) and turn its masquerading off, or make it RETURN for the non-masquerade destinations; to remove it by hand: {delete}.{owner}"
+        ),
+    }
+}
