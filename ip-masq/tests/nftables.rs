@@ -3,7 +3,7 @@
 //! beside iptables-nft's own chain) give exactly the findings `doctor`
 //! needs. Root.
 
-use ip_masq::{commands::nftables::snat_statements, kernel::nftables};
+use ip_masq::{commands::doctor::nftables::snat_statements, kernel::nftables};
 use lab::Netns;
 
 #[test]

@@ -26,7 +26,6 @@ use ip_masq_config::table::Table;
 
 pub mod doctor;
 pub mod installed;
-pub mod nftables;
 pub mod preview;
 pub(crate) mod probe;
 pub mod snat;

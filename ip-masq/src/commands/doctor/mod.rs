@@ -14,13 +14,16 @@
 //! - rules that write or match our mark bit;
 //! - tcx programs sharing a pod interface with the classifier, and selected
 //!   pod interfaces without it;
-//! - our own jump missing.
+//! - our own jump missing;
+//! - `masquerade`/`snat` statements of the native nftables ruleset on
+//!   postrouting, which a RETURN in our chain cannot stop (`nftables`).
 //!
 //! `snat` walks nat POSTROUTING for other SNAT rules, `vendors` names
 //! the components that wrote them, `marks` finds rules on our mark bit,
 //! `tcx` looks at the pod interfaces, and `render` prints for people.
 
 mod marks;
+pub mod nftables;
 mod render;
 mod snat;
 mod tcx;
@@ -56,6 +59,8 @@ pub(crate) enum FindingKind {
     ForeignProgram,
     /// A selected pod interface without the classifier.
     InterfaceWithoutProgram,
+    /// A masquerade or SNAT statement in another nftables table.
+    NftablesSnat,
 }
 
 /// One problem, where it is, and how to fix it.
@@ -81,6 +86,9 @@ pub(crate) struct Inputs {
     pub(crate) interfaces: Option<Vec<InterfaceProbe>>,
     /// Ids of the programs our pinned links run.
     pub(crate) our_programs: BTreeSet<u32>,
+    /// Masquerade/SNAT statements of the native nftables ruleset; `None`
+    /// when `nft` is not there to ask.
+    pub(crate) nftables: Option<Vec<nftables::NftSnat>>,
 }
 
 /// The findings for `inputs`. Pure.
@@ -95,6 +103,9 @@ pub(crate) fn analyze(inputs: &Inputs) -> Vec<Finding> {
     }
     if let Some(interfaces) = &inputs.interfaces {
         tcx::findings(interfaces, &inputs.our_programs, &mut findings);
+    }
+    if let Some(statements) = &inputs.nftables {
+        nftables::findings(statements, &mut findings);
     }
     findings
 }
@@ -135,6 +146,9 @@ fn gather(installed: &Installed) -> Result<Inputs, InspectError> {
         listings,
         interfaces,
         our_programs: probe::our_program_ids(&installed.pin_dir),
+        nftables: crate::kernel::nftables::ruleset()
+            .ok()
+            .map(|ruleset| nftables::snat_statements(&ruleset)),
     })
 }
 

@@ -42,6 +42,7 @@ fn inputs(text: String) -> Inputs {
         }],
         interfaces: None,
         our_programs: BTreeSet::new(),
+        nftables: None,
     }
 }
 
@@ -297,4 +298,36 @@ fn render_lists_each_finding_with_its_fix() {
         render(&[]),
         "no problems found: nothing on this node defeats non-masquerade\n"
     );
+}
+
+#[test]
+fn nftables_masquerades_are_findings_but_kube_proxys_is_not() {
+    let statement = |table: &str, only_marked: Option<u64>| nftables::NftSnat {
+        family: "ip".into(),
+        table: table.into(),
+        chain: "POSTROUTING".into(),
+        base_chain: "POSTROUTING".into(),
+        priority: 100,
+        handle: 7,
+        statement: "masquerade",
+        only_marked,
+    };
+    let mut findings = Vec::new();
+    nftables::findings(
+        &[
+            statement("dockerlike", None),
+            statement("kube-proxy", Some(0x4000)),
+        ],
+        &mut findings,
+    );
+    assert_eq!(findings.len(), 1);
+    assert_eq!(findings[0].kind, FindingKind::NftablesSnat);
+    assert!(
+        findings[0]
+            .fix
+            .contains("nft delete rule ip dockerlike POSTROUTING handle 7"),
+        "{}",
+        findings[0].fix
+    );
+    assert!(findings[0].problem.contains("a RETURN in ip-masq's chain"));
 }

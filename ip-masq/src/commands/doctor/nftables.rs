@@ -14,6 +14,7 @@
 use serde::Serialize;
 use serde_json::Value;
 
+use super::{Finding, FindingKind};
 use crate::kernel::nftables::{Chain, Rule, Ruleset};
 
 /// kube-proxy's masquerade mark (`masqueradeBit` 14).
@@ -52,6 +53,32 @@ impl NftSnat {
             "nft delete rule {} {} {} handle {}",
             self.family, self.table, self.chain, self.handle
         )
+    }
+}
+
+/// The findings for the statements that can masquerade pod traffic:
+/// every one but kube-proxy's own, which takes only packets it marked.
+pub(crate) fn findings(statements: &[NftSnat], findings: &mut Vec<Finding>) {
+    for statement in statements.iter().filter(|s| !s.is_kube_proxy()) {
+        let gate = statement.only_marked.map_or_else(String::new, |mark| {
+            format!(" It takes only packets carrying mark {mark:#x}; check that nothing marks pod traffic so.")
+        });
+        findings.push(Finding {
+            kind: FindingKind::NftablesSnat,
+            location: format!(
+                "nftables {} {} {} (from base chain {}, postrouting priority {})",
+                statement.family, statement.table, statement.chain, statement.base_chain, statement.priority
+            ),
+            evidence: format!("rule handle {}: {}", statement.handle, statement.statement),
+            problem: format!(
+                "nftables runs every base chain on postrouting, each on its own: a RETURN in ip-masq's chain (iptables-nft's table ip nat, priority 100) ends only that chain, so this {} still applies to the pod traffic it matches.{gate}",
+                statement.statement
+            ),
+            fix: format!(
+                "Turn off the component's own masquerading, or delete the rule: {}",
+                statement.delete_command()
+            ),
+        });
     }
 }
 
