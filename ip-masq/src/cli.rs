@@ -118,8 +118,8 @@ pub struct ConfigArgs {
     /// a value: the config file's directory) and merge them with the config
     /// file, as ip-masq-agent-v2 does: lists are unions, booleans OR'd, the
     /// shortest resyncInterval and the smallest cidrLimit win.
-    #[arg(long, value_name = "DIR", num_args = 0..=1, default_missing_value = "")]
-    pub config_dir: Option<PathBuf>,
+    #[arg(long, value_name = "DIR", num_args = 0..=1)]
+    pub config_dir: Option<Option<PathBuf>>,
 
     /// Also handle IPv6: IPv6 CIDRs, fe80::/10 and ip6tables rules.
     #[arg(long)]
@@ -328,6 +328,8 @@ impl From<&ConfigArgs> for ConfigOptions {
             nomasq_all_reserved_ranges: args.nomasq_all_reserved_ranges,
             max_cidrs: args.max_cidrs,
             max_config_bytes: args.max_config_bytes,
+            // An empty path stands for the config file's own directory.
+            config_dir: args.config_dir.clone().map(Option::unwrap_or_default),
         }
     }
 }

@@ -55,7 +55,7 @@ fn main() -> ExitCode {
                 Ok(ExitCode::SUCCESS)
             }
             Err(err) => {
-                if args.json && matches!(err, commands::CommandError::Invalid { .. }) {
+                if args.json && err.is_invalid_config() {
                     print!("{}", commands::check_rejection_json(&(&args).into(), &err));
                 }
                 eprintln!("error: {}", error_chain(&err));
@@ -120,7 +120,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         state_dir: args.state_dir,
         max_config_bytes: args.config.max_config_bytes as usize,
         flush: args.flush_conntrack,
-        config_dir: args.config.config_dir.clone(),
+        config_dir: ip_masq::options::ConfigOptions::from(&args.config).config_dir,
     };
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

@@ -55,6 +55,8 @@ pub enum CommandError {
     #[error(transparent)]
     State(#[from] crate::serve::state::StateError),
     #[error(transparent)]
+    Merge(#[from] ip_masq_config::sources::MergeError),
+    #[error(transparent)]
     Conntrack(#[from] crate::kernel::conntrack::ConntrackError),
     #[error("cannot read {path}")]
     Sysctl {
@@ -78,7 +80,7 @@ impl CommandError {
     pub fn is_invalid_config(&self) -> bool {
         matches!(
             self,
-            Self::Invalid { .. } | Self::Read(ReadError::TooLarge { .. })
+            Self::Invalid { .. } | Self::Merge(_) | Self::Read(ReadError::TooLarge { .. })
         )
     }
 }
@@ -89,6 +91,9 @@ struct TableRow {
     family: &'static str,
     action: &'static str,
     origin: Origin,
+    /// The files that list the CIDR, with `--config-dir`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    sources: Vec<String>,
 }
 
 fn action_name(action: Action) -> &'static str {
@@ -119,6 +124,7 @@ pub fn check_rejection_json(args: &CheckOptions, err: &CommandError) -> String {
             ..
         } => problems.iter().map(ToString::to_string).collect(),
         CommandError::Invalid { source, .. } => vec![source.to_string()],
+        CommandError::Merge(source) => vec![source.to_string()],
         other => vec![crate::error::error_chain(other)],
     };
     let document = serde_json::json!({
@@ -168,8 +174,44 @@ pub fn check(args: &CheckOptions) -> Result<String, CommandError> {
     let options = args.config.parse_options();
     let path = args.config.config.display().to_string();
     let max_bytes = args.config.max_config_bytes as usize;
-    let (parsed, from_file) = match source::read_config_with_limit(&args.config.config, max_bytes)?
-    {
+    let mut origins = std::collections::BTreeMap::new();
+    let read = match &args.config.config_dir {
+        Some(dir) => {
+            let files: Vec<(String, Vec<u8>)> =
+                source::read_sources(&args.config.config, dir, max_bytes)?
+                    .into_iter()
+                    .filter_map(|(name, bytes)| Some((name, bytes?)))
+                    .collect();
+            if files.is_empty() {
+                None
+            } else {
+                let merged = ip_masq_config::sources::parse_sources(&files, options, max_bytes)
+                    .map_err(|err| match err {
+                        ip_masq_config::sources::MergeError::Invalid { file, source } => {
+                            CommandError::Invalid { path: file, source }
+                        }
+                        other => CommandError::Merge(other),
+                    })?;
+                origins = merged.origins;
+                Some(config::ParsedConfig {
+                    config: merged.config,
+                    warnings: merged.warnings,
+                })
+            }
+        }
+        None => match source::read_config_with_limit(&args.config.config, max_bytes)? {
+            None => None,
+            Some(bytes) => Some(
+                config::parse_with_limit(&bytes, options, max_bytes).map_err(|source| {
+                    CommandError::Invalid {
+                        path: path.clone(),
+                        source,
+                    }
+                })?,
+            ),
+        },
+    };
+    let (parsed, from_file) = match read {
         None => (
             config::ParsedConfig {
                 config: MasqConfig::defaults(options),
@@ -177,15 +219,7 @@ pub fn check(args: &CheckOptions) -> Result<String, CommandError> {
             },
             false,
         ),
-        Some(bytes) => (
-            config::parse_with_limit(&bytes, options, max_bytes).map_err(|source| {
-                CommandError::Invalid {
-                    path: path.clone(),
-                    source,
-                }
-            })?,
-            true,
-        ),
+        Some(parsed) => (parsed, true),
     };
     let table = Table::effective(&parsed.config, options.enable_ipv6);
     let (v4, v6) = table.family_counts();
@@ -210,6 +244,7 @@ pub fn check(args: &CheckOptions) -> Result<String, CommandError> {
             family: family_name(prefix),
             action: action_name(entry.action),
             origin: entry.origin,
+            sources: origins.get(prefix).cloned().unwrap_or_default(),
         })
         .collect();
     if args.json {

@@ -42,6 +42,8 @@ pub struct ConfigOptions {
     pub max_cidrs: u32,
     /// `--max-config-bytes`.
     pub max_config_bytes: u64,
+    /// `--config-dir`: merge the directory's `ip-masq*` files too.
+    pub config_dir: Option<PathBuf>,
 }
 
 impl ConfigOptions {
