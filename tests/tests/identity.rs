@@ -33,6 +33,24 @@ fn the_identity_is_the_same_across_nodes_and_restarts_and_follows_changes() {
     let _other = second.start_agent(&[]);
     let on_first = identity(&first).expect("ip_masq_config_info on the first node");
     assert_eq!(on_first.len(), 64);
+    // status shows the same hash.
+    let pin_dir = first.bpffs.pin_dir();
+    let state_dir = first.state_dir();
+    let output = first.node.exec(
+        lab::agent::agent_binary().to_str().unwrap(),
+        &[
+            "status",
+            "--pin-path",
+            pin_dir.to_str().unwrap(),
+            "--state-dir",
+            state_dir.to_str().unwrap(),
+        ],
+    );
+    let text = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        text.contains(&format!("config sha256: {on_first}")),
+        "{text}"
+    );
     assert_eq!(
         identity(&second).as_deref(),
         Some(on_first.as_str()),

@@ -108,6 +108,10 @@ pub(super) struct StatusDocument {
     pub(super) interfaces: Vec<InterfaceView>,
     pub(super) rules: Vec<RulesView>,
     pub(super) config_path: Option<PathBuf>,
+    /// The identity of the config in force (`ip_masq_config_info`).
+    pub(super) config_sha256: Option<String>,
+    /// The files it came from.
+    pub(super) config_sources: Vec<String>,
     pub(super) last_reload: Option<ReloadRecord>,
     pub(super) last_successful_reload_at: Option<f64>,
     pub(super) maps: Vec<MapView>,
@@ -258,6 +262,15 @@ pub(super) fn gather(installed: &Installed) -> Result<StatusDocument, InspectErr
         interfaces,
         rules,
         config_path: installed.state.as_ref().map(|s| s.config_path.clone()),
+        config_sha256: installed
+            .state
+            .as_ref()
+            .and_then(|s| s.config_sha256.clone()),
+        config_sources: installed
+            .state
+            .as_ref()
+            .map(|s| s.config_sources.clone())
+            .unwrap_or_default(),
         last_reload: installed.state.as_ref().and_then(|s| s.last_reload.clone()),
         last_successful_reload_at: installed
             .state

@@ -91,6 +91,13 @@ pub(super) fn render(document: &StatusDocument, chain: &str) -> String {
             |p| p.display().to_string()
         )
     );
+    if let Some(sha256) = &document.config_sha256 {
+        let _ = writeln!(
+            out,
+            "config sha256: {sha256} (from {})",
+            document.config_sources.join(", ")
+        );
+    }
     let _ = match &document.last_reload {
         Some(ReloadRecord {
             at,
