@@ -58,6 +58,8 @@ fn a_narrow_port_range_fills_up_and_the_counts_match_conntrack() {
         bridged_pods: 0,
         ipv6: false,
     });
+    // A resync a second, so that the agent's SNAT scan runs often.
+    lab.write_config("resyncInterval: 1s\n");
     let _agent = lab.start_agent(&["--to-ports", PORTS]);
     for _ in 0..9 {
         datagram_from_a_fresh_socket(&lab);
@@ -105,4 +107,20 @@ fn a_narrow_port_range_fills_up_and_the_counts_match_conntrack() {
             .as_u64()
             .unwrap_or(0);
     assert!(failed_after > failed_before, "no failure counted: {report}");
+
+    // The agent's own scan exports the same, at its next resync.
+    let utilization = format!(
+        "ip_masq_snat_port_utilization{{destination=\"{EXTERNAL_OUTSIDE_V4}\",port=\"5353\",protocol=\"udp\"}} 1"
+    );
+    let exported = lab::wait_until(std::time::Duration::from_secs(10), || {
+        let (_, body) = lab.node.http_get("127.0.0.1:9483", "/metrics");
+        body.lines()
+            .any(|line| line.starts_with(utilization.as_str()))
+            && body.lines().any(|line| {
+                (line.starts_with("ip_masq_conntrack_events_total{event=\"insert_failed\"}")
+                    || line.starts_with("ip_masq_conntrack_events_total{event=\"drop\"}"))
+                    && !line.ends_with(" 0")
+            })
+    });
+    assert!(exported, "the metrics show the full range and the failures");
 }

@@ -53,6 +53,7 @@ mod lock;
 mod reload;
 mod repair;
 mod rules;
+pub mod snat;
 pub mod source;
 pub mod sync;
 #[cfg(test)]
@@ -143,14 +144,13 @@ pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
         installers.push(Installer::new(Family::V6, options.rules.clone()));
     }
     let mut agent = Agent::new(options, datapath, installers, shared.clone(), publisher);
-    if agent.options.flush != crate::model::FlushScope::Off {
-        match crate::kernel::conntrack::Conntrack::open() {
-            Ok(table) => agent.connections = Some(Box::new(table)),
-            Err(err) => warn!(
-                error = %error_chain(&err),
-                "conntrack unavailable: flows alive across a config change keep their old decision"
-            ),
-        }
+    // For the change flush and the SNAT scan.
+    match crate::kernel::conntrack::Conntrack::open() {
+        Ok(table) => agent.connections = Some(Box::new(table)),
+        Err(err) => warn!(
+            error = %error_chain(&err),
+            "conntrack unavailable: no SNAT metrics, and flows alive across a config change keep their old decision"
+        ),
     }
 
     agent.restore()?;
@@ -304,6 +304,35 @@ impl<K: Maps + Links, R: Rules> Agent<K, R> {
         self.reload();
         self.repair_map_drift();
         self.repair_rules();
+        self.scan_snat();
+    }
+
+    /// Counts masqueraded connections per destination for the
+    /// `ip_masq_snat_*` metrics: once per resync, the ten fullest kept.
+    fn scan_snat(&mut self) {
+        let Some(connections) = self.connections.as_mut() else {
+            return;
+        };
+        let started = std::time::Instant::now();
+        let entries = match connections.list() {
+            Ok(entries) => entries,
+            Err(err) => {
+                debug!(error = %error_chain(&err), "cannot list conntrack entries");
+                return;
+            }
+        };
+        let available = snat::ports_available(Some(&self.options.rules.to_ports)).unwrap_or(0);
+        let fullest = snat::utilization(&entries, available, 10);
+        let counters = crate::kernel::conntrack::statistics().unwrap_or_default();
+        let usage = crate::kernel::conntrack::usage().ok();
+        let scan_ms = started.elapsed().as_secs_f64() * 1000.0;
+        debug!(entries = entries.len(), scan_ms, "SNAT scan");
+        self.shared.update(|status| {
+            status.snat_destinations = fullest;
+            status.conntrack_counters = counters.into_iter().collect();
+            status.conntrack_usage = usage;
+            status.snat_scan_ms = Some(scan_ms);
+        });
     }
 
     /// Follows the interfaces: rtnetlink lists them, [`Agent::reconcile`]

@@ -169,6 +169,9 @@ impl<K: Maps + Links, R: Rules> Agent<K, R> {
     /// Deletes the conntrack entries whose decision the last change
     /// flipped, so that their next packet is decided anew.
     fn flush_flipped_connections(&mut self, before: &Table) {
+        if self.options.flush == crate::model::FlushScope::Off {
+            return;
+        }
         let Some(connections) = self.connections.as_mut() else {
             return;
         };

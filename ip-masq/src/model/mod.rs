@@ -1,6 +1,10 @@
 //! Plain types every layer shares: no behaviour beyond naming, no I/O, no
 //! command-line parsing (the CLI maps its flags onto them).
 
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+
 /// An address family: which map, which iptables, which socket filter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Family {
@@ -48,6 +52,28 @@ pub enum FlushScope {
     Connectionless,
     /// All, TCP and SCTP included, which breaks their established connections.
     All,
+}
+
+/// One destination's use of the source ports.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DestinationUse {
+    /// The destination address.
+    pub destination: IpAddr,
+    /// Its port.
+    pub port: u16,
+    /// `tcp`, `udp`, `sctp` or the protocol number.
+    pub protocol: String,
+    /// Masqueraded connections to it.
+    pub connections: u64,
+    /// Distinct source ports they hold, per node address: the highest.
+    pub ports_in_use: u64,
+    /// Ports MASQUERADE can choose from.
+    pub ports_available: u64,
+    /// `ports_in_use / ports_available`, 0 to 1.
+    pub utilization: f64,
+    /// The pods (sources before translation) holding the most ports, with
+    /// how many, most first (at most 5).
+    pub top_sources: Vec<(IpAddr, u64)>,
 }
 
 pub mod ports;

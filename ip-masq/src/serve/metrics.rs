@@ -183,6 +183,67 @@ impl Collector for Snapshot {
             )?;
             ConstGauge::new(1i64).encode(metric.encode_family(&labels)?)?;
         }
+        {
+            // The ten fullest destinations of the last scan: bounded cardinality.
+            let label = |d: &crate::model::DestinationUse| -> [(&str, String); 3] {
+                [
+                    ("destination", d.destination.to_string()),
+                    ("port", d.port.to_string()),
+                    ("protocol", d.protocol.clone()),
+                ]
+            };
+            let mut metric = encoder.encode_descriptor(
+                "snat_port_utilization",
+                "Share of MASQUERADE's source ports that masqueraded connections to this destination hold (0 to 1); new connections fail at 1. The ten fullest destinations.",
+                None,
+                MetricType::Gauge,
+            )?;
+            for destination in &status.snat_destinations {
+                ConstGauge::new(destination.utilization)
+                    .encode(metric.encode_family(&label(destination))?)?;
+            }
+            let mut metric = encoder.encode_descriptor(
+                "snat_connections",
+                "Masqueraded connections to this destination, for the ten fullest destinations.",
+                None,
+                MetricType::Gauge,
+            )?;
+            for destination in &status.snat_destinations {
+                ConstGauge::new(as_i64(destination.connections))
+                    .encode(metric.encode_family(&label(destination))?)?;
+            }
+            if let Some((entries, max)) = status.conntrack_usage {
+                gauge(
+                    &mut encoder,
+                    "conntrack_entries",
+                    "conntrack entries in use (nf_conntrack_count).",
+                    as_i64(entries),
+                )?;
+                gauge(
+                    &mut encoder,
+                    "conntrack_max",
+                    "Size of the conntrack table (nf_conntrack_max).",
+                    as_i64(max),
+                )?;
+            }
+            let mut metric = encoder.encode_descriptor(
+                "conntrack_events",
+                "conntrack's own failure counters, summed over CPUs (/proc/net/stat/nf_conntrack): insert_failed and drop rise when masquerading runs out of ports.",
+                None,
+                MetricType::Counter,
+            )?;
+            for event in [
+                "insert_failed",
+                "drop",
+                "early_drop",
+                "clashres",
+                "search_restart",
+            ] {
+                if let Some(value) = status.conntrack_counters.get(event) {
+                    ConstCounter::new(*value).encode(metric.encode_family(&[("event", event)])?)?;
+                }
+            }
+        }
         let metric = encoder.encode_descriptor(
             "conntrack_flushed",
             "Conntrack entries deleted after config changes that flipped their decision, so their next packet is decided anew.",

@@ -168,6 +168,19 @@ pub struct AgentStatus {
     /// The config files the table in force came from.
     #[serde(default)]
     pub config_sources: Vec<String>,
+    /// The ten destinations whose masqueraded connections hold the most
+    /// source ports, from the last SNAT scan.
+    #[serde(default)]
+    pub snat_destinations: Vec<crate::model::DestinationUse>,
+    /// conntrack's table-wide counters (`insert_failed`, `drop`, ...).
+    #[serde(default)]
+    pub conntrack_counters: std::collections::BTreeMap<String, u64>,
+    /// conntrack entries in use and the table's size.
+    #[serde(default)]
+    pub conntrack_usage: Option<(u64, u64)>,
+    /// How long the last SNAT scan took, in milliseconds.
+    #[serde(default)]
+    pub snat_scan_ms: Option<f64>,
 }
 
 /// Interference by someone else that the agent found and repaired, by what
