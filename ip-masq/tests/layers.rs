@@ -87,7 +87,11 @@ fn referenced_modules(text: &str) -> BTreeSet<Vec<String>> {
         }
         let path = tree.split(" as ").next().unwrap_or(tree);
         let mut segments = prefix.to_vec();
-        segments.extend(path.split("::").map(|s| s.trim().to_owned()).filter(|s| !s.is_empty()));
+        segments.extend(
+            path.split("::")
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty()),
+        );
         if !segments.is_empty() {
             out.insert(segments);
         }
@@ -117,7 +121,9 @@ fn library_files() -> (PathBuf, Vec<PathBuf>) {
     files.retain(|file| {
         let relative = file.strip_prefix(&src).expect("under src");
         // The binaries sit on top of everything.
-        relative != Path::new("main.rs") && relative != Path::new("lib.rs") && !relative.starts_with("bin")
+        relative != Path::new("main.rs")
+            && relative != Path::new("lib.rs")
+            && !relative.starts_with("bin")
     });
     (src, files)
 }
@@ -133,11 +139,19 @@ fn no_module_uses_a_layer_above_it() {
         for used in referenced_modules(&text) {
             let used_layer = layer_of(&used[0]);
             if used_layer < own_layer {
-                violations.push(format!("{} uses crate::{}", own.join("::"), used.join("::")));
+                violations.push(format!(
+                    "{} uses crate::{}",
+                    own.join("::"),
+                    used.join("::")
+                ));
             }
         }
     }
-    assert!(violations.is_empty(), "imports from a layer above:\n{}", violations.join("\n"));
+    assert!(
+        violations.is_empty(),
+        "imports from a layer above:\n{}",
+        violations.join("\n")
+    );
 }
 
 #[test]
@@ -161,7 +175,8 @@ fn no_two_modules_depend_on_each_other() {
             if !known.contains(&used_key) {
                 used_key = used[0].clone();
             }
-            let parent_child = own.starts_with(&format!("{used_key}::")) || used_key.starts_with(&format!("{own}::"));
+            let parent_child = own.starts_with(&format!("{used_key}::"))
+                || used_key.starts_with(&format!("{own}::"));
             if used_key != own && !parent_child {
                 graph.entry(own.clone()).or_default().insert(used_key);
             }
@@ -175,7 +190,11 @@ fn no_two_modules_depend_on_each_other() {
             }
         }
     }
-    assert!(cycles.is_empty(), "modules that use each other:\n{}", cycles.join("\n"));
+    assert!(
+        cycles.is_empty(),
+        "modules that use each other:\n{}",
+        cycles.join("\n")
+    );
 }
 
 #[test]
@@ -193,7 +212,11 @@ fn no_product_source_file_is_over_the_limit() {
         })
         .collect();
     too_long.sort();
-    assert!(too_long.is_empty(), "files over {MAX_LINES} lines:\n{}", too_long.join("\n"));
+    assert!(
+        too_long.is_empty(),
+        "files over {MAX_LINES} lines:\n{}",
+        too_long.join("\n")
+    );
 }
 
 #[test]
