@@ -20,8 +20,8 @@ use crate::{
 pub const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A prefix no lab config lists and no test sends to: [`Agent::wait_for_resync`]
-/// writes it into the map with [`PROBE_VALUE`] and waits for a resync to
-/// remove it.
+/// writes it into the map with [`RESYNC_PROBE_VALUE`] and waits for a
+/// resync to remove it.
 pub const RESYNC_PROBE: &str = "10.255.255.0/24";
 /// No action the agent knows, so that its drift repair removes the entry.
 pub const RESYNC_PROBE_VALUE: u8 = 0xee;

@@ -118,6 +118,32 @@ fn tail(text: &str, count: usize) -> String {
     lines[lines.len().saturating_sub(count)..].join("\n")
 }
 
+/// What says why a run failed: the panic and its message, libFuzzer's
+/// error and summary lines, and the saved input with the command that
+/// reproduces it; the last lines when none of these is there.
+fn failure_excerpt(stderr: &str) -> String {
+    let lines: Vec<&str> = stderr.lines().collect();
+    let mut kept = Vec::new();
+    for (index, line) in lines.iter().enumerate() {
+        let after_panic = index > 0 && lines[index - 1].contains("panicked at");
+        let trimmed = line.trim();
+        if line.contains("panicked at")
+            || after_panic
+            || line.contains("ERROR: libFuzzer")
+            || trimmed.starts_with("SUMMARY:")
+            || trimmed.starts_with("fuzz/artifacts/")
+            || trimmed.starts_with("cargo fuzz run ")
+        {
+            kept.push(*line);
+        }
+    }
+    if kept.is_empty() {
+        return tail(stderr, 40);
+    }
+    kept.dedup();
+    kept.join("\n")
+}
+
 /// Builds target `name`, fuzzes it from its committed seeds
 /// (`fuzz/seeds/NAME`) with its dictionary (`fuzz/NAME.dict`), and judges
 /// the run: any failing input, or a run too short to mean anything, fails.
@@ -174,7 +200,7 @@ pub fn fuzz(target: Target) -> anyhow::Result<Outcome> {
             summary: format!(
                 "fuzz {name}: FAILED: the fuzzer found a failing input for {what} \
                  (saved under fuzz/artifacts/{name}/):\n{}",
-                tail(&stderr, 40)
+                failure_excerpt(&stderr)
             ),
         });
     }
@@ -211,6 +237,36 @@ pub fn fuzz(target: Target) -> anyhow::Result<Outcome> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failure_shows_the_panic_and_the_saved_input() {
+        let stderr = "#1000 NEW cov: 5\n\
+            thread '<unnamed>' (1) panicked at scanner.rs:1112:13:\n\
+            TODO: What is expected here?\n\
+            stack backtrace:\n\
+            ==1== ERROR: libFuzzer: deadly signal\n\
+            #0 0x55 in frame\n\
+            SUMMARY: libFuzzer: deadly signal\n\
+            Failing input:\n\
+            \n\
+            \tfuzz/artifacts/config/crash-00\n\
+            Reproduce with:\n\
+            \tcargo fuzz run config fuzz/artifacts/config/crash-00\n";
+        let excerpt = failure_excerpt(stderr);
+        for wanted in [
+            "panicked at scanner.rs",
+            "TODO: What is expected here?",
+            "ERROR: libFuzzer: deadly signal",
+            "fuzz/artifacts/config/crash-00",
+            "cargo fuzz run config",
+        ] {
+            assert!(
+                excerpt.contains(wanted),
+                "{wanted:?} missing from:\n{excerpt}"
+            );
+        }
+        assert!(!excerpt.contains("NEW cov"), "{excerpt}");
+    }
 
     #[test]
     fn zero_and_one_second_are_refused() {

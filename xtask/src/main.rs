@@ -42,8 +42,9 @@ enum Task {
         /// Leave the fuzzing out (counted as skipped; refused under CI).
         #[arg(long)]
         skip_fuzz: bool,
-        /// Extra arguments for `cargo test`; those after `--` go to the test
-        /// binaries, e.g. `-- --test datapath` or `-- reload`.
+        /// Extra arguments for `cargo test`, e.g. `--test datapath`; those
+        /// after a second `--` go to the test binaries, e.g.
+        /// `--test datapath -- reload`.
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
@@ -263,4 +264,49 @@ fn test(extra: &[String], fuzz_seconds: Option<u64>) -> anyhow::Result<()> {
         bail!("{} tests did not run; CI runs every one", tally.skipped());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+
+    fn test_args(argv: &[&str]) -> (Option<u64>, bool, Vec<String>) {
+        match Cli::try_parse_from(argv).expect("parses").command {
+            Task::Test {
+                fuzz_seconds,
+                skip_fuzz,
+                args,
+            } => (fuzz_seconds, skip_fuzz, args),
+            _ => panic!("not test"),
+        }
+    }
+
+    #[test]
+    fn test_arguments_reach_cargo_and_the_test_binaries() {
+        let (seconds, skip, args) = test_args(&[
+            "xtask",
+            "test",
+            "--fuzz-seconds",
+            "8",
+            "--test",
+            "datapath",
+            "--",
+            "reload",
+        ]);
+        assert_eq!((seconds, skip), (Some(8), false));
+        let (cargo, harness) = split_harness_args(&args);
+        assert_eq!(cargo, ["--test", "datapath"]);
+        assert_eq!(harness, ["reload"]);
+        let (_, skip, args) = test_args(&["xtask", "test", "--skip-fuzz"]);
+        assert!(skip && args.is_empty());
+    }
+
+    #[test]
+    fn fuzz_seconds_of_zero_are_refused() {
+        assert!(Cli::try_parse_from(["xtask", "test", "--fuzz-seconds", "0"]).is_err());
+        assert!(Cli::try_parse_from(["xtask", "fuzz", "--seconds", "0"]).is_err());
+        assert!(Cli::try_parse_from(["xtask", "fuzz", "--seconds", "4"]).is_ok());
+    }
 }
