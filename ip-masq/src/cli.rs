@@ -407,6 +407,10 @@ fn parse_mark(value: &str) -> Result<u32, String> {
     Ok(parsed)
 }
 
+/// The README's flag table and synopses checked against these definitions.
+#[cfg(test)]
+mod readme;
+
 #[cfg(test)]
 mod tests {
     use clap::CommandFactory as _;

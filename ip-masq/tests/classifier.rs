@@ -61,6 +61,7 @@ fn mark_after(loaded: &mut Loaded, destination: &str, mark_in: u32) -> u32 {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn keep_source_destinations_get_the_mark() {
     let mut loaded = load("", false, DEFAULT_KEEP_SOURCE_MARK);
     for destination in [
@@ -78,6 +79,7 @@ fn keep_source_destinations_get_the_mark() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn other_destinations_are_left_alone() {
     let mut loaded = load("", false, DEFAULT_KEEP_SOURCE_MARK);
     for destination in ["8.8.8.8", "172.32.0.1", "11.0.0.1", "192.169.0.1"] {
@@ -91,6 +93,7 @@ fn other_destinations_are_left_alone() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn other_mark_bits_are_preserved() {
     let mut loaded = load("", false, DEFAULT_KEEP_SOURCE_MARK);
     assert_eq!(
@@ -108,6 +111,7 @@ fn other_mark_bits_are_preserved() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn mark_follows_the_flag() {
     let mut loaded = load("", false, 0x40000);
     assert_eq!(mark_after(&mut loaded, "10.0.0.1", 0), 0x40000);
@@ -115,6 +119,7 @@ fn mark_follows_the_flag() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn ipv6_destinations_are_classified() {
     let mut loaded = load(
         "nonMasqueradeCIDRs: [10.0.0.0/8, 2001:db8::/32]",
@@ -138,6 +143,7 @@ fn ipv6_destinations_are_classified() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn longest_prefix_carves_exceptions_both_ways() {
     let mut loaded = load(
         "nonMasqueradeCIDRs: [10.0.0.0/8, 10.200.5.0/24]\nmasqueradeCIDRs: [10.200.0.0/16]",
@@ -156,6 +162,7 @@ fn longest_prefix_carves_exceptions_both_ways() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn non_ip_frames_pass_untouched() {
     let mut loaded = load(
         "nonMasqueradeCIDRs: [0.0.0.0/0]",
@@ -173,6 +180,7 @@ fn non_ip_frames_pass_untouched() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn packet_counters_count_seen_and_kept() {
     let mut loaded = load("", false, DEFAULT_KEEP_SOURCE_MARK);
     let before = loaded.datapath.stats().unwrap();
@@ -203,6 +211,7 @@ fn xt_keeps(loaded: &mut Loaded, family: Family, destination: &str) -> bool {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn xt_bpf_filters_count_each_run_by_family_and_decision() {
     let mut loaded = load(
         "nonMasqueradeCIDRs: [10.0.0.0/8, 2001:db8::/32]",

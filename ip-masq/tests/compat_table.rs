@@ -334,6 +334,7 @@ fn load(text: &str, options: ParseOptions) -> Option<Loaded> {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn compatibility_table() {
     assert!(CASES.len() >= 40);
     // One classifier per distinct (config, flags), shared by its cases.

@@ -7,6 +7,7 @@ use ip_masq::{commands::doctor::nftables::snat_statements, kernel::nftables};
 use lab::Netns;
 
 #[test]
+#[ignore = "needs root"]
 fn real_nft_tables_give_the_reachable_snat_statements() {
     let node = Netns::new("ipm-nft-");
     let fixture = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/nft-lab.nft");

@@ -3,7 +3,7 @@
 use std::{
     ffi::CString,
     fs,
-    os::fd::AsRawFd as _,
+    os::{fd::AsRawFd as _, unix::process::CommandExt as _},
     path::{Path, PathBuf},
     process::{Command, Output},
     sync::atomic::{AtomicU32, Ordering},
@@ -107,6 +107,12 @@ impl Netns {
         String::from_utf8_lossy(&output.stdout).into_owned()
     }
 
+    /// A command for `program` that runs inside this namespace (see
+    /// [`command_in`]).
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        command_in(&self.path(), program)
+    }
+
     /// Sets a sysctl inside the namespace.
     pub fn sysctl(&self, key: &str, value: &str) {
         self.exec_ok("sysctl", &["-qw", &format!("{key}={value}")]);
@@ -201,6 +207,35 @@ impl Drop for Netns {
             .args(["netns", "del", &self.name])
             .output();
     }
+}
+
+/// A command for `program` that runs inside the network namespace at
+/// `netns`: the child enters it between fork and exec, so nothing else
+/// changes (unlike `ip netns exec`, which remounts /sys).
+///
+/// The namespace file is opened here, before the fork: the child only calls
+/// `setns` on the inherited fd, which is async-signal-safe, where opening a
+/// file (which allocates, and panics on failure) is not.
+///
+/// # Panics
+/// When the namespace file cannot be opened.
+pub fn command_in(netns: &Path, program: impl AsRef<std::ffi::OsStr>) -> Command {
+    let namespace =
+        fs::File::open(netns).unwrap_or_else(|err| panic!("open {}: {err}", netns.display()));
+    let mut command = Command::new(program);
+    // SAFETY: the closure only calls setns on a valid fd and reads errno,
+    // both async-signal-safe. The fd stays open as long as `command`, which
+    // owns the closure and so the file, and the child closes it at exec
+    // (O_CLOEXEC).
+    unsafe {
+        command.pre_exec(move || {
+            if libc::setns(namespace.as_raw_fd(), libc::CLONE_NEWNET) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    command
 }
 
 /// Moves the calling thread into the network namespace at `path`.

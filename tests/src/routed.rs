@@ -489,6 +489,8 @@ fn build_node(
     let agent_config = agent_dir.join("ip-masq-agent");
     fs::write(&agent_config, AGENT_CONFIG).expect("write agent config");
     let pin_dir = bpffs.pin_dir();
+    // Its own state directory: the default, /run/ip-masq, is the host's.
+    let state_dir = agent_dir.join("state");
     let agent = agent_args
         .iter()
         .fold(
@@ -500,6 +502,8 @@ fn build_node(
                     agent_config.to_str().expect("utf-8 path"),
                     "--pin-path",
                     pin_dir.to_str().expect("utf-8 path"),
+                    "--state-dir",
+                    state_dir.to_str().expect("utf-8 path"),
                 ],
             ),
             |builder, arg| builder.arg(arg.as_str()),

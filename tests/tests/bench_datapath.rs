@@ -41,6 +41,7 @@ fn bench(bpffs: &Bpffs, cidrs: &CidrFile, extra: &[&str]) -> std::process::Outpu
 }
 
 #[test]
+#[ignore = "needs root"]
 fn reports_every_case_for_every_size() {
     let bpffs = Bpffs::new();
     let cidrs = CidrFile::new(CIDRS);
@@ -84,6 +85,7 @@ fn reports_every_case_for_every_size() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_miss_address_that_the_maps_hold_is_refused() {
     let bpffs = Bpffs::new();
     let cidrs = CidrFile::new(CIDRS);
@@ -98,6 +100,7 @@ fn a_miss_address_that_the_maps_hold_is_refused() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn sizes_beyond_the_list_are_refused() {
     let bpffs = Bpffs::new();
     let cidrs = CidrFile::new(CIDRS);

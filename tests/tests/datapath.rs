@@ -31,23 +31,30 @@ fn assert_sees(lab: &Lab, pod: &Pod, destination: &str, expected: IpAddr) {
     );
 }
 
+/// How long a change may take to show: generous, since tests run in
+/// parallel on a small machine. Tests print how long it did take.
+const CHANGE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long an agent may take to exit on SIGTERM.
+const EXIT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Polls until `destination` sees `expected` from `pod`; returns how long it took.
 fn wait_until_sees(lab: &Lab, pod: &Pod, destination: &str, expected: IpAddr) -> Duration {
     let started = Instant::now();
     let mut last = None;
-    let reached = wait_until(Duration::from_secs(2), || {
+    let reached = wait_until(CHANGE_TIMEOUT, || {
         last = Some(lab.observed_source(pod, ip(destination)));
         last == Some(expected)
     });
     assert!(
         reached,
-        "{destination} still saw {last:?} from {} 2 s after the change (expected {expected})",
+        "{destination} still saw {last:?} from {} {CHANGE_TIMEOUT:?} after the change (expected {expected})",
         pod.host_interface
     );
     started.elapsed()
 }
 
 #[test]
+#[ignore = "needs root"]
 fn default_config_keeps_pod_ip_inside_and_masquerades_outside() {
     let lab = Lab::new(LabOptions::default());
     let _agent = lab.start_agent(&[]);
@@ -67,6 +74,7 @@ fn default_config_keeps_pod_ip_inside_and_masquerades_outside() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn masq_link_local_masquerades_link_local() {
     let lab = Lab::new(LabOptions::default());
     lab.write_config("masqLinkLocal: true\n");
@@ -79,6 +87,7 @@ fn masq_link_local_masquerades_link_local() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn ipv6_with_enable_ipv6() {
     let lab = Lab::new(LabOptions {
         ipv6: true,
@@ -101,6 +110,7 @@ fn ipv6_with_enable_ipv6() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn live_reload_in_place_and_by_configmap_swap() {
     let lab = Lab::new(LabOptions::default());
     lab.write_config_configmap_style("nonMasqueradeCIDRs: [172.16.0.0/12]\n");
@@ -120,10 +130,14 @@ fn live_reload_in_place_and_by_configmap_swap() {
     let swap_back = wait_until_sees(&lab, pod, EXTERNAL_INSIDE_V4, pod.ipv4);
     assert_sees(&lab, pod, EXTERNAL_OUTSIDE_V4, node);
     println!("configmap swap reflected in {swap:?} and {swap_back:?}");
-    assert_eq!(agent.count_in_log("config applied"), 3, "{}", agent.log());
+    // One reload per swap, however many inotify events a swap makes.
+    let state = agent.wait_reloads_succeeded(3, CHANGE_TIMEOUT);
+    assert_eq!(state["reloadsSucceeded"], 3, "{state:#}");
+    assert_eq!(state["reloadsFailed"], 0, "{state:#}");
 }
 
 #[test]
+#[ignore = "needs root"]
 fn live_reload_of_a_plain_file() {
     let lab = Lab::new(LabOptions::default());
     let _agent = lab.start_agent(&[]);
@@ -134,45 +148,50 @@ fn live_reload_of_a_plain_file() {
     println!("file rewrite reflected in {took:?}");
 }
 
+/// Each bad file is refused with one error line that names the file and the
+/// bad value, also across the resyncs that re-read it (`resyncInterval:
+/// 1s`, and the test waits for a whole one per file); the previous table
+/// stays in force and the agent runs on.
 #[test]
+#[ignore = "needs root"]
 fn bad_config_keeps_previous_table_and_agent_running() {
     let lab = Lab::new(LabOptions::default());
-    lab.write_config("nonMasqueradeCIDRs: [172.16.0.0/12]\n");
+    lab.write_config("nonMasqueradeCIDRs: [172.16.0.0/12]\nresyncInterval: 1s\n");
     let mut agent = lab.start_agent(&[]);
     let pod = &lab.pods[0];
     let node = ip(NODE_UPLINK_V4);
     let config_path = lab.config_path().display().to_string();
     let cases = [
         (
-            "nonMasqueradeCIDRs: [203.0.113.0/24, not-a-cidr]\n",
+            "nonMasqueradeCIDRs: [203.0.113.0/24, not-a-cidr]\nresyncInterval: 1s\n",
             "not-a-cidr",
         ),
         (
-            "nonMasqueradeCIDRs: [203.0.113.0/24, 10.0.0.1/8]\n",
+            "nonMasqueradeCIDRs: [203.0.113.0/24, 10.0.0.1/8]\nresyncInterval: 1s\n",
             "10.0.0.1/8",
         ),
         (
-            "nonMasqueradeCIDRs: [203.0.113.0/24\n",
+            "nonMasqueradeCIDRs: [203.0.113.0/24\nresyncInterval: 1s\n",
             "config is not valid YAML",
         ),
     ];
     for (round, (text, bad_value)) in cases.into_iter().enumerate() {
         lab.write_config(text);
-        let expected_errors = round + 1;
-        assert!(
-            wait_until(Duration::from_secs(2), || {
-                agent.count_in_log("config rejected") >= expected_errors
-            }),
-            "no error logged for {text:?}:\n{}",
-            agent.log()
-        );
-        let line = agent
-            .log()
+        let rejected = round as u64 + 1;
+        let state = agent.wait_reloads_failed(rejected, CHANGE_TIMEOUT);
+        assert_eq!(state["reloadsSucceeded"], 1, "{state:#}");
+        // A resync re-reads the file: a repeated error would show up now.
+        agent.wait_for_resync();
+        let state = agent.state().expect("state file");
+        assert_eq!(state["reloadsFailed"], rejected, "{state:#}");
+        // The error line is the promise: one per bad file, naming it.
+        let log = agent.log();
+        let lines: Vec<&str> = log
             .lines()
             .filter(|l| l.contains("config rejected"))
-            .nth(round)
-            .expect("error line")
-            .to_owned();
+            .collect();
+        assert_eq!(lines.len(), round + 1, "one error per bad file:\n{log}");
+        let line = lines[round];
         assert!(line.contains(&config_path), "error names the file: {line}");
         assert!(
             line.contains(bad_value),
@@ -183,14 +202,14 @@ fn bad_config_keeps_previous_table_and_agent_running() {
         assert_sees(&lab, pod, EXTERNAL_OUTSIDE_V4, node);
         assert!(agent.is_running());
     }
-    // One error per bad file, not one per event or resync.
-    assert_eq!(agent.count_in_log("config rejected"), 3, "{}", agent.log());
     // A good file after bad ones is applied.
     lab.write_config("nonMasqueradeCIDRs: [203.0.113.0/24]\n");
     wait_until_sees(&lab, pod, EXTERNAL_OUTSIDE_V4, pod.ipv4);
+    agent.wait_reloads_succeeded(2, CHANGE_TIMEOUT);
 }
 
 #[test]
+#[ignore = "needs root"]
 fn pod_created_after_start_is_classified() {
     let mut lab = Lab::new(LabOptions {
         routed_pods: 1,
@@ -200,9 +219,14 @@ fn pod_created_after_start_is_classified() {
     let agent = lab.start_agent(&[]);
     lab.add_pod(2, false, false);
     let pod = &lab.pods[1];
-    agent.wait_for_log(
-        &format!("attached interface={}", pod.host_interface),
-        Duration::from_secs(5),
+    agent.wait_state(
+        &format!("{} attached", pod.host_interface),
+        CHANGE_TIMEOUT,
+        |state| {
+            state["attached"]
+                .as_array()
+                .is_some_and(|attached| attached.iter().any(|a| a["name"] == *pod.host_interface))
+        },
     );
     assert_eq!(
         lab.node.tcx_ingress_programs(&pod.host_interface),
@@ -210,64 +234,6 @@ fn pod_created_after_start_is_classified() {
     );
     assert_sees(&lab, pod, EXTERNAL_INSIDE_V4, pod.ipv4);
     assert_sees(&lab, pod, EXTERNAL_OUTSIDE_V4, ip(NODE_UPLINK_V4));
-}
-
-#[test]
-fn restart_reuses_pins_and_traffic_is_classified_while_down() {
-    let lab = Lab::new(LabOptions::default());
-    let mut agent = lab.start_agent(&[]);
-    let node = ip(NODE_UPLINK_V4);
-
-    let status = agent
-        .signal_and_wait(libc::SIGTERM, Duration::from_secs(2))
-        .expect("agent exits on SIGTERM");
-    assert!(status.success(), "clean exit: {status:?}");
-    // While the agent is down, the pinned links and maps keep classifying.
-    for pod in &lab.pods {
-        assert_sees(&lab, pod, EXTERNAL_INSIDE_V4, pod.ipv4);
-        assert_sees(&lab, pod, EXTERNAL_OUTSIDE_V4, node);
-    }
-
-    let restarted = lab.start_agent(&[]);
-    let log = restarted.log();
-    assert!(
-        log.contains("restored_entries=4"),
-        "maps kept their entries:\n{log}"
-    );
-    assert!(
-        log.contains("added=0 removed=0"),
-        "restart wrote nothing:\n{log}"
-    );
-    assert!(
-        log.contains("adopted pinned link"),
-        "links adopted, not recreated:\n{log}"
-    );
-    for pod in &lab.pods {
-        assert_eq!(
-            lab.node.tcx_ingress_programs(&pod.host_interface),
-            ["ipmasq_classify"],
-            "exactly one attachment on {}",
-            pod.host_interface
-        );
-        assert_sees(&lab, pod, EXTERNAL_INSIDE_V4, pod.ipv4);
-        assert_sees(&lab, pod, EXTERNAL_OUTSIDE_V4, node);
-    }
-}
-
-#[test]
-fn second_agent_on_the_same_pins_refuses() {
-    let lab = Lab::new(LabOptions::default());
-    let _first = lab.start_agent(&[]);
-    let mut second = lab.agent(&[]).spawn();
-    let status = second
-        .wait_exit(Duration::from_secs(10))
-        .expect("second agent exits");
-    assert_eq!(status.code(), Some(2));
-    assert!(
-        second.log().contains("another ip-masq agent already runs"),
-        "{}",
-        second.log()
-    );
 }
 
 /// Addresses standing for Service ClusterIPs: inside 10.0.0.0/8, so the
@@ -323,6 +289,7 @@ fn seen_via_service(
 /// destination or a pod keeps the pod IP; and traffic from outside DNATed to
 /// a pod (NodePort, hostPort) keeps its source, as upstream's chain does.
 #[test]
+#[ignore = "needs root"]
 fn service_traffic_is_decided_on_the_translated_destination() {
     for datapath in ["tc", "xt-bpf"] {
         let lab = Lab::new(LabOptions::default());
@@ -446,6 +413,7 @@ fn add_portmap_rules(lab: &Lab) {
 /// traffic keeps the pod IP in tc mode. With portmap's own bit as the mark,
 /// the same traffic is masqueraded, which is what the default avoids.
 #[test]
+#[ignore = "needs root"]
 fn the_default_mark_survives_portmaps_masquerade_rule() {
     let lab = Lab::new(LabOptions::default());
     add_portmap_rules(&lab);
@@ -466,6 +434,7 @@ fn the_default_mark_survives_portmaps_masquerade_rule() {
 /// version) is the longest match for its prefix and the classifier treats it
 /// as "masquerade": it must not survive a start or a resync.
 #[test]
+#[ignore = "needs root"]
 fn entries_with_an_unknown_action_are_removed_at_start_and_at_resync() {
     let lab = Lab::new(LabOptions::default());
     lab.write_config("resyncInterval: 1s\n");
@@ -478,7 +447,7 @@ fn entries_with_an_unknown_action_are_removed_at_start_and_at_resync() {
     let stray_dumped = format!("{STRAY} unknown(7)");
     assert_sees(&lab, pod, EXTERNAL_INSIDE_V4, pod.ipv4);
     agent
-        .signal_and_wait(libc::SIGTERM, Duration::from_secs(2))
+        .signal_and_wait(libc::SIGTERM, EXIT_TIMEOUT)
         .expect("agent exits on SIGTERM");
 
     // Written while the agent is down: it wins the lookup.
@@ -490,7 +459,8 @@ fn entries_with_an_unknown_action_are_removed_at_start_and_at_resync() {
     );
     assert_sees(&lab, pod, EXTERNAL_INSIDE_V4, node);
 
-    // The restarted agent removes it before it is ready.
+    // The restarted agent removes it before it is ready, keeps the known
+    // entries (its first reload writes nothing) and names what it removed.
     let agent = lab.start_agent(&[]);
     let dumped = lab::agent::dump_maps(&pin_dir).unwrap();
     assert!(
@@ -498,11 +468,19 @@ fn entries_with_an_unknown_action_are_removed_at_start_and_at_resync() {
         "{dumped:?}\n{}",
         agent.log()
     );
-    assert!(
-        agent.log().contains("restored_entries=4"),
-        "the known entries are restored:\n{}",
-        agent.log()
+    let state = agent.wait_state("the first reload", CHANGE_TIMEOUT, |state| {
+        state["lastReload"]["result"] == "applied"
+    });
+    assert_eq!(
+        (
+            &state["lastReload"]["added"],
+            &state["lastReload"]["removed"]
+        ),
+        (&0.into(), &0.into()),
+        "the known entries are restored: {state:#}"
     );
+    assert_eq!(state["repairs"]["mapEntry"], 1, "{state:#}");
+    // The warning is how an operator finds who writes such entries.
     assert_eq!(
         agent.count_in_log("unknown action value"),
         1,
@@ -517,17 +495,20 @@ fn entries_with_an_unknown_action_are_removed_at_start_and_at_resync() {
     assert_sees(&lab, pod, EXTERNAL_INSIDE_V4, pod.ipv4);
     assert_sees(&lab, pod, EXTERNAL_OUTSIDE_V4, node);
 
-    // Written while it runs: gone within a resync.
+    // Written while it runs: gone at the next resync.
     lab::agent::write_raw_map_entry(&pin_dir, STRAY, 7);
     assert!(
-        wait_until(Duration::from_secs(3), || {
+        wait_until(CHANGE_TIMEOUT, || {
             !lab::agent::dump_maps(&pin_dir)
                 .unwrap()
                 .contains(&stray_dumped)
         }),
-        "stray entry still there 3 s later:\n{}",
+        "stray entry still there {CHANGE_TIMEOUT:?} later:\n{}",
         agent.log()
     );
+    agent.wait_state("a second map entry repair", CHANGE_TIMEOUT, |state| {
+        state["repairs"]["mapEntry"] == 2
+    });
     assert_eq!(
         agent.count_in_log("unknown action value"),
         2,
@@ -565,6 +546,7 @@ fn nat_has_our_chain(lab: &Lab) -> bool {
 /// is masqueraded, and the agent says so and is not ready. A valid file is
 /// applied as soon as it is written.
 #[test]
+#[ignore = "needs root"]
 fn invalid_file_at_first_start_masquerades_nothing_until_a_valid_one() {
     let lab = Lab::new(LabOptions::default());
     lab.write_config("nonMasqueradeCIDRs: [172.16.0.0/12, not-a-cidr]\n");
@@ -574,7 +556,7 @@ fn invalid_file_at_first_start_masquerades_nothing_until_a_valid_one() {
     const WITHHELD: &str = "no earlier table to keep";
     let mut last = (0, String::new());
     assert!(
-        wait_until(Duration::from_secs(20), || {
+        wait_until(lab::agent::READY_TIMEOUT, || {
             last = lab
                 .node
                 .try_http_get(METRICS, "/readyz")
@@ -598,6 +580,10 @@ fn invalid_file_at_first_start_masquerades_nothing_until_a_valid_one() {
     // Neither is masqueraded: there is no chain.
     assert_sees(&lab, pod, EXTERNAL_OUTSIDE_V4, pod.ipv4);
     assert_sees(&lab, pod, EXTERNAL_INSIDE_V4, pod.ipv4);
+    let state = agent.state().expect("state file");
+    assert_eq!(state["rulesWithheld"], true, "{state:#}");
+    assert_eq!(state["rulesInstalled"], false, "{state:#}");
+    // What the log says is the promise here: once, and never "ready:".
     let log = agent.log();
     assert_eq!(agent.count_in_log("config rejected"), 1, "{log}");
     assert_eq!(agent.count_in_log(WITHHELD), 1, "{log}");
@@ -605,7 +591,7 @@ fn invalid_file_at_first_start_masquerades_nothing_until_a_valid_one() {
     assert!(!log.contains("ready:"), "{log}");
 
     lab.write_config("nonMasqueradeCIDRs: [172.16.0.0/12]\n");
-    agent.wait_for_log("ready:", Duration::from_secs(5));
+    agent.wait_ready();
     assert!(
         nat_has_our_chain(&lab),
         "{}",
@@ -614,7 +600,7 @@ fn invalid_file_at_first_start_masquerades_nothing_until_a_valid_one() {
     assert_sees(&lab, pod, EXTERNAL_OUTSIDE_V4, node);
     assert_sees(&lab, pod, EXTERNAL_INSIDE_V4, pod.ipv4);
     assert!(
-        wait_until(Duration::from_secs(5), || {
+        wait_until(CHANGE_TIMEOUT, || {
             last = lab.node.http_get(METRICS, "/readyz");
             last.0 == 200
         }),
@@ -626,6 +612,7 @@ fn invalid_file_at_first_start_masquerades_nothing_until_a_valid_one() {
 /// A restart on an invalid file keeps the table the earlier agent left in
 /// the pinned maps: it is the last good config.
 #[test]
+#[ignore = "needs root"]
 fn restart_on_an_invalid_file_keeps_the_restored_table() {
     let lab = Lab::new(LabOptions::default());
     // Unlike the defaults: the outside address keeps the pod IP, the inside
@@ -637,13 +624,18 @@ fn restart_on_an_invalid_file_keeps_the_restored_table() {
     assert_sees(&lab, pod, EXTERNAL_OUTSIDE_V4, pod.ipv4);
     assert_sees(&lab, pod, EXTERNAL_INSIDE_V4, node);
     agent
-        .signal_and_wait(libc::SIGTERM, Duration::from_secs(2))
+        .signal_and_wait(libc::SIGTERM, EXIT_TIMEOUT)
         .expect("agent exits on SIGTERM");
 
     lab.write_config("nonMasqueradeCIDRs: [203.0.113.0/24, not-a-cidr]\n");
     let agent = lab.start_agent(&[]);
+    // The table in force is the two entries restored from the maps (the
+    // CIDR and link-local): no reload was applied.
+    let state = agent.state().expect("state file");
+    assert_eq!(state["mapEntries"]["ipv4"], 2, "{state:#}");
+    assert_eq!(state["reloadsSucceeded"], 0, "{state:#}");
+    assert_eq!(state["lastReload"]["result"], "rejected", "{state:#}");
     let log = agent.log();
-    assert!(log.contains("restored_entries=2"), "{log}");
     assert_eq!(
         agent.count_in_log(
             "config rejected, the table restored from the pinned maps stays in force"
@@ -710,6 +702,7 @@ impl Drop for RemoveOnDrop {
 /// up on the new directory, and a later change is still picked up at once
 /// (the hour-long resync would not see it within the test).
 #[test]
+#[ignore = "needs root"]
 fn config_watch_survives_its_directory_being_replaced() {
     let lab = Lab::new(LabOptions::default());
     lab.write_config("nonMasqueradeCIDRs: [172.16.0.0/12]\nresyncInterval: 1h\n");
@@ -742,13 +735,10 @@ fn config_watch_survives_its_directory_being_replaced() {
     )
     .unwrap();
     exchange_directories(lab.config_dir(), &replacement.0);
-    agent.wait_for_log("config watch set up again", Duration::from_secs(5));
-    assert_eq!(
-        agent.count_in_log("config watch lost"),
-        1,
-        "{}",
-        agent.log()
-    );
+    let state = agent.wait_state("the watch lost and set up again", CHANGE_TIMEOUT, |state| {
+        state["configWatchFailures"] == 1 && state["configWatched"] == true
+    });
+    assert_eq!(state["configWatchFailures"], 1, "{state:#}");
     assert_eq!(metric("ip_masq_config_watch_failures_total"), "1");
     assert_eq!(metric("ip_masq_config_watched"), "1");
 
@@ -759,5 +749,7 @@ fn config_watch_survives_its_directory_being_replaced() {
     // And so is the next one.
     lab.write_config("nonMasqueradeCIDRs: [10.0.0.0/8]\nresyncInterval: 1h\n");
     wait_until_sees(&lab, pod, EXTERNAL_OUTSIDE_V4, node);
-    assert_eq!(agent.count_in_log("config applied"), 3, "{}", agent.log());
+    let state = agent.wait_reloads_succeeded(3, CHANGE_TIMEOUT);
+    assert_eq!(state["reloadsSucceeded"], 3, "{state:#}");
+    assert_eq!(state["configWatchFailures"], 1, "{state:#}");
 }

@@ -32,6 +32,7 @@ fn doctor(lab: &Lab) -> (i32, Value) {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn nftables_masquerades_outside_our_chain_are_reported_and_fixable() {
     let lab = Lab::new(LabOptions {
         routed_pods: 1,

@@ -303,6 +303,7 @@ fn the_daemonset_matches_the_binary() {
 /// Run for real inside fresh network namespaces, linking into a temporary
 /// directory instead of the image's /usr/local/sbin. Needs root.
 #[test]
+#[ignore = "needs root"]
 fn the_image_entrypoint_picks_the_nodes_iptables_backend() {
     let wrapper = deploy_dir().join("image").join("iptables-wrapper");
     let pick = |setup: &[&[&str]]| -> String {

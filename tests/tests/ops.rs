@@ -5,15 +5,13 @@
 use std::{
     collections::BTreeSet,
     net::{IpAddr, SocketAddr, UdpSocket},
-    os::unix::process::CommandExt as _,
-    process::{Command, Output},
-    time::Duration,
+    process::Output,
+    time::{Duration, Instant},
 };
 
 use lab::{
     Lab, LabOptions, Netns, Pod,
-    agent::agent_binary,
-    netns::enter_netns,
+    agent::{dump_maps, ip_masq_in},
     python::{self, Sample, sample_value},
     topology::{EXTERNAL_INSIDE_V4, EXTERNAL_OUTSIDE_V4, NODE_UPLINK_V4},
     wait_until,
@@ -31,20 +29,16 @@ fn ip(text: &str) -> IpAddr {
     text.parse().unwrap()
 }
 
+/// How long a change may take to show: generous, since tests run in
+/// parallel on a small machine.
+const CHANGE_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long an agent may take to exit on SIGTERM.
+const EXIT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Runs `ip-masq ARGS…` inside `netns` (setns, without `ip netns exec`'s
 /// remount of /sys) and returns its output.
 fn ip_masq(netns: &Netns, args: &[&str]) -> Output {
-    let path = netns.path();
-    let mut command = Command::new(agent_binary());
-    command.args(args).env("NO_COLOR", "1");
-    // SAFETY: setns is async-signal-safe; the path was resolved before fork.
-    unsafe {
-        command.pre_exec(move || {
-            enter_netns(&path);
-            Ok(())
-        });
-    }
-    command.output().expect("run ip-masq")
+    ip_masq_in(netns, args)
 }
 
 fn stdout(output: &Output) -> String {
@@ -146,6 +140,7 @@ fn send_udp(lab: &Lab, pod: &Pod, destination: &str, count: usize) -> IpAddr {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn metrics_count_exactly_the_packets_sent() {
     let lab = Lab::new(LabOptions::default());
     lab.write_config(SLOW_RESYNC);
@@ -220,14 +215,14 @@ fn metrics_count_exactly_the_packets_sent() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn readyz_flips_when_the_chain_is_deleted_and_back_after_repair() {
     let lab = Lab::new(LabOptions::default());
     lab.write_config(SLOW_RESYNC);
     let _agent = lab.start_agent(&[]);
     assert_eq!(http_get(&lab.node, "/healthz"), (200, "ok\n".into()));
     assert!(
-        wait_until(Duration::from_secs(5), || http_get(&lab.node, "/readyz").0
-            == 200),
+        wait_until(CHANGE_TIMEOUT, || http_get(&lab.node, "/readyz").0 == 200),
         "never ready: {:?}",
         http_get(&lab.node, "/readyz")
     );
@@ -241,7 +236,7 @@ fn readyz_flips_when_the_chain_is_deleted_and_back_after_repair() {
 
     let mut last = (0, String::new());
     assert!(
-        wait_until(Duration::from_secs(5), || {
+        wait_until(CHANGE_TIMEOUT, || {
             last = http_get(&lab.node, "/readyz");
             last.0 == 503
         }),
@@ -257,7 +252,7 @@ fn readyz_flips_when_the_chain_is_deleted_and_back_after_repair() {
     // repair within the hour-long resync.
     let detected = std::time::Instant::now();
     assert!(
-        wait_until(Duration::from_secs(10), || {
+        wait_until(CHANGE_TIMEOUT, || {
             last = http_get(&lab.node, "/readyz");
             last.0 == 200
         }),
@@ -280,11 +275,12 @@ fn readyz_flips_when_the_chain_is_deleted_and_back_after_repair() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn readyz_reports_a_rejected_config_until_a_good_one() {
     let lab = Lab::new(LabOptions::default());
     lab.write_config(SLOW_RESYNC);
     let _agent = lab.start_agent(&[]);
-    assert!(wait_until(Duration::from_secs(5), || http_get(
+    assert!(wait_until(CHANGE_TIMEOUT, || http_get(
         &lab.node, "/readyz"
     )
     .0 == 200));
@@ -292,7 +288,7 @@ fn readyz_reports_a_rejected_config_until_a_good_one() {
     lab.write_config("nonMasqueradeCIDRs: [not-a-cidr]\nresyncInterval: 1h\n");
     let mut last = (0, String::new());
     assert!(
-        wait_until(Duration::from_secs(5), || {
+        wait_until(CHANGE_TIMEOUT, || {
             last = http_get(&lab.node, "/readyz");
             last.0 == 503
         }),
@@ -314,7 +310,7 @@ fn readyz_reports_a_rejected_config_until_a_good_one() {
 
     lab.write_config("nonMasqueradeCIDRs: [10.0.0.0/8]\nresyncInterval: 1h\n");
     assert!(
-        wait_until(Duration::from_secs(5), || {
+        wait_until(CHANGE_TIMEOUT, || {
             last = http_get(&lab.node, "/readyz");
             last.0 == 200
         }),
@@ -324,6 +320,7 @@ fn readyz_reports_a_rejected_config_until_a_good_one() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn status_and_dump_show_what_is_installed() {
     let lab = Lab::new(LabOptions::default());
     lab.write_config(SLOW_RESYNC);
@@ -620,6 +617,7 @@ fn doctor_kinds(lab: &Lab) -> (Option<i32>, Vec<String>, Value) {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn doctor_finds_each_conflict_in_real_rules() {
     let mut lab = Lab::new(LabOptions::default());
     lab.write_config(SLOW_RESYNC);
@@ -702,7 +700,7 @@ fn doctor_finds_each_conflict_in_real_rules() {
         "{foreign:#}"
     );
     other
-        .signal_and_wait(libc::SIGTERM, Duration::from_secs(5))
+        .signal_and_wait(libc::SIGTERM, EXIT_TIMEOUT)
         .expect("second agent exits");
     let cleanup = ip_masq(
         &lab.node,
@@ -721,7 +719,7 @@ fn doctor_finds_each_conflict_in_real_rules() {
 
     // A pod interface that appears while no agent runs has no classifier.
     agent
-        .signal_and_wait(libc::SIGTERM, Duration::from_secs(5))
+        .signal_and_wait(libc::SIGTERM, EXIT_TIMEOUT)
         .expect("agent exits");
     let new_pod = lab.add_pod(7, false, false).host_interface.clone();
     let (code, kinds, report) = doctor_kinds(&lab);
@@ -735,24 +733,65 @@ fn doctor_finds_each_conflict_in_real_rules() {
     );
 }
 
+/// Kernel ids of the pinned links, as `status --json` lists them.
+fn link_ids(status: &Value) -> BTreeSet<u64> {
+    status["links"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no links: {status:#}"))
+        .iter()
+        .map(|link| link["linkId"].as_u64().expect("link id"))
+        .collect()
+}
+
+/// SIGTERM stops the agent and leaves the datapath in place: the rules, the
+/// maps, the pinned links (the same kernel ids) and the classifier on every
+/// interface stay, and pods' traffic is still decided, and counted, while
+/// no agent runs; `status` then reports only that no agent runs. The next
+/// agent adopts all of it: its first reload writes nothing, and the links
+/// are the same ones.
 #[test]
-fn sigterm_leaves_the_datapath_classifying() {
+#[ignore = "needs root"]
+fn sigterm_leaves_the_datapath_and_the_next_agent_adopts_it() {
     let lab = Lab::new(LabOptions::default());
+    lab.write_config(SLOW_RESYNC);
     let mut agent = lab.start_agent(&[]);
     let pod = &lab.pods[1];
+    let node = ip(NODE_UPLINK_V4);
+    let interfaces: Vec<&str> = lab
+        .pods
+        .iter()
+        .map(|pod| pod.host_interface.as_str())
+        .chain(["uplink0"])
+        .collect();
     let before = json_of(&command_in(&lab, "status", &["--json"]));
-    let status = agent
-        .signal_and_wait(libc::SIGTERM, Duration::from_secs(5))
-        .expect("agent exits on SIGTERM");
-    assert!(status.success(), "{status:?}");
+    let rules = lab.node.iptables_save("iptables", "nat");
+    let entries = dump_maps(&lab.bpffs.pin_dir()).expect("dump");
+    let links = link_ids(&before);
+    assert_eq!(links.len(), 3, "two pods and the uplink: {before:#}");
 
-    const SENT: usize = 9;
-    assert_eq!(send_udp(&lab, pod, EXTERNAL_INSIDE_V4, SENT), pod.ipv4);
-    assert_eq!(
-        send_udp(&lab, pod, EXTERNAL_OUTSIDE_V4, 2),
-        ip(NODE_UPLINK_V4)
+    let signalled = Instant::now();
+    let status = agent
+        .signal_and_wait(libc::SIGTERM, EXIT_TIMEOUT)
+        .expect("agent exits on SIGTERM");
+    println!("SIGTERM to exit: {:.0?}", signalled.elapsed());
+    assert!(status.success(), "clean exit: {status:?}\n{}", agent.log());
+    assert!(
+        agent
+            .log()
+            .contains("SIGTERM: exiting, datapath left in place"),
+        "{}",
+        agent.log()
     );
 
+    // Everything stays, and keeps deciding and counting.
+    assert_eq!(lab.node.iptables_save("iptables", "nat"), rules);
+    assert_eq!(dump_maps(&lab.bpffs.pin_dir()).expect("dump"), entries);
+    for interface in &interfaces {
+        assert_eq!(lab.node.tcx_ingress_programs(interface), [CLASSIFIER]);
+    }
+    const SENT: usize = 9;
+    assert_eq!(send_udp(&lab, pod, EXTERNAL_INSIDE_V4, SENT), pod.ipv4);
+    assert_eq!(send_udp(&lab, pod, EXTERNAL_OUTSIDE_V4, 2), node);
     let output = command_in(&lab, "status", &["--json"]);
     assert_eq!(output.status.code(), Some(1), "{}", describe(&output));
     let after = json_of(&output);
@@ -762,13 +801,39 @@ fn sigterm_leaves_the_datapath_classifying() {
     assert!(problems[0].as_str().unwrap().starts_with("no agent runs"));
     let kept = |doc: &Value| doc["packets"]["ipv4KeepSource"].as_u64().unwrap();
     assert_eq!(kept(&after) - kept(&before), SENT as u64);
+    assert_eq!(link_ids(&after), links, "links left as they were");
+
+    // The next agent adopts it: the maps as they are, the same links.
+    let restarted = lab.start_agent(&[]);
+    let state = restarted.wait_state("the first reload", CHANGE_TIMEOUT, |state| {
+        state["lastReload"]["result"] == "applied"
+    });
     assert_eq!(
-        lab.node.tcx_ingress_programs(&pod.host_interface),
-        [CLASSIFIER]
+        (
+            &state["lastReload"]["added"],
+            &state["lastReload"]["removed"]
+        ),
+        (&0.into(), &0.into()),
+        "the restart rewrote the maps: {state:#}"
     );
+    assert_eq!(state["mapEntries"]["ipv4"], entries.len(), "{state:#}");
+    let output = command_in(&lab, "status", &["--json"]);
+    assert_eq!(output.status.code(), Some(0), "{}", describe(&output));
+    assert_eq!(link_ids(&json_of(&output)), links, "links adopted");
+    for interface in &interfaces {
+        assert_eq!(
+            lab.node.tcx_ingress_programs(interface),
+            [CLASSIFIER],
+            "exactly one attachment on {interface}"
+        );
+    }
+    assert_eq!(lab.node.iptables_save("iptables", "nat"), rules);
+    assert_eq!(send_udp(&lab, pod, EXTERNAL_INSIDE_V4, 1), pod.ipv4);
+    assert_eq!(send_udp(&lab, pod, EXTERNAL_OUTSIDE_V4, 1), node);
 }
 
 #[test]
+#[ignore = "needs root"]
 fn cleanup_leaves_nothing_behind() {
     let lab = Lab::new(LabOptions::default());
     let mut agent = lab.start_agent(&[]);
@@ -787,7 +852,7 @@ fn cleanup_leaves_nothing_behind() {
     let refused = command_in(&lab, "cleanup", &[]);
     assert_eq!(refused.status.code(), Some(2), "{}", describe(&refused));
     agent
-        .signal_and_wait(libc::SIGTERM, Duration::from_secs(5))
+        .signal_and_wait(libc::SIGTERM, EXIT_TIMEOUT)
         .expect("agent exits");
 
     let output = command_in(&lab, "cleanup", &[]);

@@ -174,11 +174,13 @@ fn routed_scenario(options: RoutedLabOptions) {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn bgp_routed_pod_network() {
     routed_scenario(RoutedLabOptions::new(Protocol::Bgp));
 }
 
 #[test]
+#[ignore = "needs root"]
 fn ospf_routed_pod_network() {
     routed_scenario(RoutedLabOptions::new(Protocol::Ospf));
 }
@@ -187,6 +189,7 @@ fn ospf_routed_pod_network() {
 /// connection came in on, so routed nodes need no `--interfaces` list:
 /// the enterprise host's connections into pods keep its address too.
 #[test]
+#[ignore = "needs root"]
 fn bgp_routed_pod_network_with_xt_bpf_datapath() {
     routed_scenario(RoutedLabOptions {
         agent_args: vec!["--datapath".into(), "xt-bpf".into()],
@@ -240,6 +243,7 @@ fn echoed_differently(line: &str) -> bool {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn deploy_examples_load_into_frr() {
     let mut examples = Vec::new();
     for (subdir, daemon) in [("bgp", "bgpd"), ("ospf", "ospfd")] {
@@ -327,6 +331,7 @@ fn routing_readme_snippets_pass_vtysh_dryrun() {
 
 /// The teardown check is only worth something if it sees what is left.
 #[test]
+#[ignore = "needs root"]
 fn residue_reports_live_namespaces_processes_and_directories() {
     let netns = Netns::new("ipm-residue-");
     let dir = std::env::temp_dir().join(unique_name("ip-masq-residue-"));

@@ -52,6 +52,7 @@ fn conntrack_count(lab: &Lab) -> usize {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_narrow_port_range_fills_up_and_the_counts_match_conntrack() {
     let lab = Lab::new(LabOptions {
         routed_pods: 1,

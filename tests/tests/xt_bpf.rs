@@ -7,15 +7,12 @@
 //! non-masquerade destinations; MASQUERADE would rewrite it to the uplink's
 //! own address. Needs root.
 
-use std::{
-    net::IpAddr, os::unix::process::CommandExt as _, path::Path, process::Command, time::Duration,
-};
+use std::{net::IpAddr, path::Path, time::Duration};
 
 use aya::programs::{ProgramInfo, loaded_programs};
 use lab::{
     AgentBuilder, Lab, LabOptions,
-    agent::agent_binary,
-    netns::enter_netns,
+    agent::ip_masq_in,
     python::{self, Sample, sample_value},
     topology::{
         EXTERNAL_INSIDE_V4, EXTERNAL_INSIDE_V6, EXTERNAL_OUTSIDE_V4, EXTERNAL_OUTSIDE_V6,
@@ -187,6 +184,7 @@ fn node_interfaces(lab: &Lab) -> Vec<String> {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn tc_mode_node_traffic_from_a_secondary_address() {
     let lab = lab_with_secondary_addresses();
     let _agent = lab.start_agent(&["--enable-ipv6"]);
@@ -213,6 +211,7 @@ fn tc_mode_node_traffic_from_a_secondary_address() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn xt_bpf_mode_node_and_pod_traffic_without_any_tc_program() {
     let lab = lab_with_secondary_addresses();
     let _agent = lab.start_agent(&["--enable-ipv6", "--datapath", "xt-bpf"]);
@@ -242,6 +241,7 @@ fn xt_bpf_mode_node_and_pod_traffic_without_any_tc_program() {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn xt_bpf_lookup_honours_the_longest_prefix_action() {
     let lab = lab_with_secondary_addresses();
     // Exceptions both ways: 172.16.5.0/24 is masqueraded inside a
@@ -273,12 +273,13 @@ fn xt_bpf_lookup_honours_the_longest_prefix_action() {
             );
         }
         agent
-            .signal_and_wait(libc::SIGTERM, Duration::from_secs(2))
+            .signal_and_wait(libc::SIGTERM, Duration::from_secs(10))
             .expect("agent exits on SIGTERM");
     }
 }
 
 #[test]
+#[ignore = "needs root"]
 fn restart_replaces_the_pins_and_the_rules_follow() {
     let lab = lab_with_secondary_addresses();
     let v4_pin = lab.bpffs.pin_dir().join("xt_bpf_v4");
@@ -294,7 +295,7 @@ fn restart_replaces_the_pins_and_the_rules_follow() {
         );
     }
     agent
-        .signal_and_wait(libc::SIGTERM, Duration::from_secs(2))
+        .signal_and_wait(libc::SIGTERM, Duration::from_secs(10))
         .expect("agent exits on SIGTERM");
     // While the agent is down, the rules keep running the pinned programs.
     assert_node_traffic_keeps_upstreams_decisions(&lab);
@@ -307,7 +308,7 @@ fn restart_replaces_the_pins_and_the_rules_follow() {
         assert_ne!(old, new, "the pin names this run's program");
         // The chain was rewritten, so no rule holds the old program.
         assert!(
-            wait_until(Duration::from_secs(5), || !program_loaded(old)),
+            wait_until(Duration::from_secs(30), || !program_loaded(old)),
             "program {old} still loaded after the restart"
         );
     }
@@ -324,16 +325,15 @@ fn restart_replaces_the_pins_and_the_rules_follow() {
             "the tc run's link on {interface} is gone"
         );
     }
-    assert!(
-        agent.log().contains("detached the classifier"),
-        "{}",
-        agent.log()
-    );
+    let state = agent.state().expect("state file");
+    assert_eq!(state["attachesToInterfaces"], false, "{state:#}");
+    assert_eq!(state["attached"], serde_json::json!([]), "{state:#}");
     assert_node_traffic_keeps_upstreams_decisions(&lab);
     assert_pod_traffic_keeps_upstreams_decisions(&lab);
 }
 
 #[test]
+#[ignore = "needs root"]
 fn cleanup_removes_the_socket_filter_pins() {
     let lab = lab_with_secondary_addresses();
     let pin_dir = lab.bpffs.pin_dir();
@@ -341,7 +341,7 @@ fn cleanup_removes_the_socket_filter_pins() {
     let mut agent = lab.start_agent(&["--enable-ipv6"]);
     let ids = pins.each_ref().map(|pin| pinned_program_id(pin));
     agent
-        .signal_and_wait(libc::SIGTERM, Duration::from_secs(2))
+        .signal_and_wait(libc::SIGTERM, Duration::from_secs(10))
         .expect("agent exits on SIGTERM");
 
     let pin_arg = pin_dir.to_str().unwrap();
@@ -351,7 +351,7 @@ fn cleanup_removes_the_socket_filter_pins() {
     )
     .spawn();
     let status = cleanup
-        .wait_exit(Duration::from_secs(10))
+        .wait_exit(Duration::from_secs(30))
         .expect("cleanup exits");
     assert!(status.success(), "cleanup failed:\n{}", cleanup.log());
 
@@ -369,7 +369,7 @@ fn cleanup_removes_the_socket_filter_pins() {
     // Neither a pin nor a rule holds the socket filters any more.
     for id in ids {
         assert!(
-            wait_until(Duration::from_secs(5), || !program_loaded(id)),
+            wait_until(Duration::from_secs(30), || !program_loaded(id)),
             "socket filter {id} still loaded after cleanup"
         );
     }
@@ -386,21 +386,19 @@ fn scrape(lab: &Lab) -> Vec<Sample> {
 
 /// `ip-masq status --json` for the lab's agent, run in the node namespace.
 fn status_json(lab: &Lab) -> Value {
-    let node = lab.node.path();
-    let mut command = Command::new(agent_binary());
-    command
-        .args(["status", "--json", "--pin-path"])
-        .arg(lab.bpffs.pin_dir())
-        .arg("--state-dir")
-        .arg(lab.state_dir());
-    // SAFETY: setns is async-signal-safe; the path was resolved before fork.
-    unsafe {
-        command.pre_exec(move || {
-            enter_netns(&node);
-            Ok(())
-        });
-    }
-    let output = command.output().expect("run ip-masq status");
+    let pin_dir = lab.bpffs.pin_dir();
+    let state_dir = lab.state_dir();
+    let output = ip_masq_in(
+        &lab.node,
+        &[
+            "status",
+            "--json",
+            "--pin-path",
+            pin_dir.to_str().expect("utf-8 path"),
+            "--state-dir",
+            state_dir.to_str().expect("utf-8 path"),
+        ],
+    );
     serde_json::from_slice(&output.stdout).unwrap_or_else(|err| {
         panic!(
             "status printed no JSON ({err}): {}",
@@ -474,6 +472,7 @@ fn open_connections(lab: &Lab, round: Round, family: &NodeFamily, ipv6: bool) {
 /// the mark rule first) are not among them. The classifier's per-packet
 /// counters stay apart: in xt-bpf mode no classifier runs at all.
 #[test]
+#[ignore = "needs root"]
 fn socket_filters_count_each_new_connection_once() {
     // No bridge: the node sends IGMP reports from cni0's address for a
     // while after it comes up, each a new (multicast) conntrack entry that
@@ -558,7 +557,7 @@ fn socket_filters_count_each_new_connection_once() {
             );
         }
         agent
-            .signal_and_wait(libc::SIGTERM, Duration::from_secs(2))
+            .signal_and_wait(libc::SIGTERM, Duration::from_secs(10))
             .expect("agent exits on SIGTERM");
     }
 }

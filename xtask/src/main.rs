@@ -1,10 +1,11 @@
-//! Project tasks: `cargo xtask setup | build-ebpf | test | demo | bench`.
+//! Project tasks: `cargo xtask setup | build-ebpf | test | fuzz | demo | bench`.
 //!
 //! `test` and `demo` run `setup` first, so on a fresh machine they are the
 //! only commands a person needs.
 
 mod bench;
 mod demo;
+mod fuzz;
 mod routed_demo;
 mod setup;
 mod tally;
@@ -31,11 +32,29 @@ enum Task {
     Setup,
     /// Build the eBPF object on its own (a plain `cargo build` embeds it too).
     BuildEbpf,
-    /// Run the whole test suite, root tests included (needs root).
+    /// Run the whole suite (needs root): every test, the root tests marked
+    /// `#[ignore = "needs root"]` included, then the fuzz targets.
     Test {
-        /// Extra arguments for `cargo test` (after `--`).
-        #[arg(trailing_var_arg = true)]
+        /// Total fuzzing time in seconds, split 3:1 between the config and
+        /// the duration parser [default: $FUZZ_SECONDS, else 60; at least 2].
+        #[arg(long, value_name = "SECONDS", value_parser = fuzz::parse_seconds)]
+        fuzz_seconds: Option<u64>,
+        /// Leave the fuzzing out (counted as skipped; refused under CI).
+        #[arg(long)]
+        skip_fuzz: bool,
+        /// Extra arguments for `cargo test`, e.g. `--test datapath`; those
+        /// after a second `--` go to the test binaries, e.g.
+        /// `--test datapath -- reload`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
+    },
+    /// Fuzz the config and duration parsers for a fixed time (cargo-fuzz,
+    /// nightly): 45 s and 15 s by default.
+    Fuzz {
+        /// Total time in seconds, split 3:1 between the config and the
+        /// duration parser [default: $FUZZ_SECONDS, else 60; at least 2].
+        #[arg(long, value_name = "SECONDS", value_parser = fuzz::parse_seconds)]
+        seconds: Option<u64>,
     },
     /// Build a namespace lab, run the agent with its default config and show
     /// which destination saw the pod IP and which saw the node IP (needs root).
@@ -65,9 +84,26 @@ fn main() -> anyhow::Result<()> {
             setup::setup()?;
             build_ebpf()
         }
-        Task::Test { args } => {
+        Task::Test {
+            fuzz_seconds,
+            skip_fuzz,
+            args,
+        } => {
             setup::setup()?;
-            test(&args)
+            let fuzz_seconds = (!skip_fuzz)
+                .then(|| fuzz::total_seconds(fuzz_seconds))
+                .transpose()?;
+            test(&args, fuzz_seconds)
+        }
+        Task::Fuzz { seconds } => {
+            setup::setup()?;
+            let mut tally = tally::Tally::default();
+            run_fuzz(fuzz::total_seconds(seconds)?, &mut tally);
+            println!("fuzz: {} passed, {} failed", tally.passed, tally.failed);
+            if tally.failed > 0 {
+                bail!("fuzzing found a failing input or could not run");
+            }
+            Ok(())
         }
         Task::Demo { routed } => {
             setup::setup()?;
@@ -151,11 +187,40 @@ fn build_agent() -> anyhow::Result<()> {
         .current_dir(workspace_root()))
 }
 
-fn test(extra: &[String]) -> anyhow::Result<()> {
+/// Splits `cargo xtask test` arguments into cargo's and the test
+/// binaries' (after `--`).
+fn split_harness_args(extra: &[String]) -> (&[String], &[String]) {
+    match extra.iter().position(|arg| arg == "--") {
+        Some(index) => (&extra[..index], &extra[index + 1..]),
+        None => (extra, &[]),
+    }
+}
+
+/// Runs each fuzz target for its share of `total` seconds, counting each as
+/// a test: one that cannot even be built fails too.
+fn run_fuzz(total: u64, tally: &mut tally::Tally) {
+    for target in fuzz::targets(total) {
+        match fuzz::fuzz(target) {
+            Ok(outcome) => {
+                println!("{}", outcome.summary);
+                tally.add_step(outcome.passed);
+            }
+            Err(err) => {
+                println!("fuzz {}: FAILED: {err:#}", target.name);
+                tally.add_step(false);
+            }
+        }
+    }
+}
+
+/// The whole suite: `cargo test` with the root tests included, then the
+/// fuzz targets (unless `fuzz_seconds` is `None`), then one closing line.
+fn test(extra: &[String], fuzz_seconds: Option<u64>) -> anyhow::Result<()> {
     if !lab::is_root() {
         bail!("the suite includes root tests (namespaces, BPF, iptables): run it as root");
     }
     build_agent()?;
+    let (cargo_args, harness_args) = split_harness_args(extra);
     // Output streams through as it comes; the totals close the run.
     let mut child = Command::new("cargo")
         // Every test binary runs even when an earlier one fails, so the
@@ -167,7 +232,11 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
             "ip-masq-ebpf",
             "--no-fail-fast",
         ])
-        .args(extra)
+        .args(cargo_args)
+        // The root tests are `#[ignore = "needs root"]`, so that a plain
+        // `cargo test` passes unprivileged; here they all run.
+        .args(["--", "--include-ignored"])
+        .args(harness_args)
         .current_dir(workspace_root())
         .stdout(Stdio::piped())
         .spawn()
@@ -179,10 +248,73 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
         println!("{line}");
         tally.add_line(&line);
     }
+    tally.finish();
     let status = child.wait().context("wait for cargo test")?;
+    match fuzz_seconds {
+        Some(total) => run_fuzz(total, &mut tally),
+        None => tally.steps_skipped += fuzz::targets(fuzz::MIN_SECONDS).len() as u64,
+    }
+    if let Some(details) = tally.details() {
+        println!("{details}");
+    }
     println!("{}", tally.closing_line());
-    if !status.success() {
-        bail!("cargo test failed: {status}");
+    if !status.success() || tally.failed > 0 {
+        bail!("the suite failed (cargo test: {status})");
+    }
+    if tally.passed == 0 {
+        bail!("the suite ran no test");
+    }
+    // In CI every test runs: an ignored, filtered-out or left-out one is a
+    // test that silently did not run.
+    if std::env::var_os("CI").is_some_and(|ci| !ci.is_empty() && ci != "false")
+        && tally.skipped() > 0
+    {
+        bail!("{} tests did not run; CI runs every one", tally.skipped());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::*;
+
+    fn test_args(argv: &[&str]) -> (Option<u64>, bool, Vec<String>) {
+        match Cli::try_parse_from(argv).expect("parses").command {
+            Task::Test {
+                fuzz_seconds,
+                skip_fuzz,
+                args,
+            } => (fuzz_seconds, skip_fuzz, args),
+            _ => panic!("not test"),
+        }
+    }
+
+    #[test]
+    fn test_arguments_reach_cargo_and_the_test_binaries() {
+        let (seconds, skip, args) = test_args(&[
+            "xtask",
+            "test",
+            "--fuzz-seconds",
+            "8",
+            "--test",
+            "datapath",
+            "--",
+            "reload",
+        ]);
+        assert_eq!((seconds, skip), (Some(8), false));
+        let (cargo, harness) = split_harness_args(&args);
+        assert_eq!(cargo, ["--test", "datapath"]);
+        assert_eq!(harness, ["reload"]);
+        let (_, skip, args) = test_args(&["xtask", "test", "--skip-fuzz"]);
+        assert!(skip && args.is_empty());
+    }
+
+    #[test]
+    fn fuzz_seconds_of_zero_are_refused() {
+        assert!(Cli::try_parse_from(["xtask", "test", "--fuzz-seconds", "0"]).is_err());
+        assert!(Cli::try_parse_from(["xtask", "fuzz", "--seconds", "0"]).is_err());
+        assert!(Cli::try_parse_from(["xtask", "fuzz", "--seconds", "4"]).is_ok());
+    }
 }

@@ -36,7 +36,7 @@ const PYTHON_PACKAGES: &[&str] = &["kubernetes-validate==1.37.0", "prometheus-cl
 /// The bpf-linker release line that matches aya 0.14.
 const BPF_LINKER_VERSION: &str = "0.13";
 
-/// The cargo-fuzz release line the config parser's fuzz test runs with.
+/// The cargo-fuzz release line `cargo xtask fuzz` runs with.
 const CARGO_FUZZ_VERSION: &str = "0.13";
 
 pub fn setup() -> anyhow::Result<()> {
@@ -209,8 +209,8 @@ fn ensure_bpf_linker() -> anyhow::Result<()> {
         .env("LLVM_PREFIX", &prefix))
 }
 
-/// cargo-fuzz, for the suite's bounded fuzzing of the config parser
-/// (`tests/tests/fuzz_config.rs`, `fuzz/`).
+/// cargo-fuzz, for the suite's fixed-time fuzzing of the parsers
+/// (`cargo xtask fuzz`, `fuzz/`).
 fn ensure_cargo_fuzz() -> anyhow::Result<()> {
     if let Ok(output) = Command::new("cargo").args(["fuzz", "--version"]).output()
         && output.status.success()

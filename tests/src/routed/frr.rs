@@ -14,15 +14,13 @@
 //! `ip netns exec` would also remount /sys.
 
 use std::{
-    ffi::CString,
     fs,
-    os::{fd::AsRawFd as _, unix::process::CommandExt as _},
     path::{Path, PathBuf},
     process::{Child, Command, Output, Stdio},
     time::Duration,
 };
 
-use crate::{Netns, unique_name, wait_until};
+use crate::{Netns, netns::command_in, unique_name, wait_until};
 
 /// Where Debian's `frr` package puts the daemons.
 pub const DAEMON_DIR: &str = "/usr/lib/frr";
@@ -65,18 +63,11 @@ pub fn require(daemons: &[&str]) {
     );
 }
 
-/// uid and gid of the `frr` user.
-fn frr_ids() -> Option<(libc::uid_t, libc::gid_t)> {
-    let name = CString::new(FRR_USER).ok()?;
-    // SAFETY: a valid NUL-terminated name; the returned record is read
-    // at once, before any other passwd call on this thread.
-    let entry = unsafe { libc::getpwnam(name.as_ptr()) };
-    if entry.is_null() {
-        return None;
-    }
-    // SAFETY: non-null pointer from getpwnam.
-    let entry = unsafe { &*entry };
-    Some((entry.pw_uid, entry.pw_gid))
+/// uid and gid of the `frr` user. nix looks it up with `getpwnam_r`,
+/// which, unlike `getpwnam`, is safe to call from parallel tests.
+fn frr_ids() -> Option<(u32, u32)> {
+    let user = nix::unistd::User::from_name(FRR_USER).ok()??;
+    Some((user.uid.as_raw(), user.gid.as_raw()))
 }
 
 /// One running daemon.
@@ -108,17 +99,10 @@ impl Frr {
         require(&["zebra", protocol_daemon]);
         let (uid, gid) = frr_ids().expect("checked by require");
         fs::create_dir_all(dir).unwrap_or_else(|err| panic!("create {}: {err}", dir.display()));
-        let c_dir = CString::new(dir.as_os_str().as_encoded_bytes()).expect("path without NUL");
-        // SAFETY: valid NUL-terminated path. The daemons drop root and
-        // then write pid files, logs and sockets here.
-        let rc = unsafe { libc::chown(c_dir.as_ptr(), uid, gid) };
-        assert_eq!(
-            rc,
-            0,
-            "chown {} to {FRR_USER}: {}",
-            dir.display(),
-            std::io::Error::last_os_error()
-        );
+        // The daemons drop root and then write pid files, logs and sockets
+        // here.
+        std::os::unix::fs::chown(dir, Some(uid), Some(gid))
+            .unwrap_or_else(|err| panic!("chown {} to {FRR_USER}: {err}", dir.display()));
         let mut frr = Self {
             name: unique_name("ipm"),
             dir: dir.to_owned(),
@@ -147,10 +131,7 @@ impl Frr {
         // An empty startup file: without -f a daemon would read /etc/frr.
         fs::write(path(".conf"), "").expect("write empty daemon config");
         let out = fs::File::create(path(".out")).expect("create daemon output file");
-        let namespace = fs::File::open(netns.path())
-            .unwrap_or_else(|err| panic!("open {}: {err}", netns.path().display()));
-        let namespace_fd = namespace.as_raw_fd();
-        let mut command = Command::new(Path::new(DAEMON_DIR).join(daemon));
+        let mut command = command_in(&netns.path(), Path::new(DAEMON_DIR).join(daemon));
         command
             .arg("-N")
             .arg(&self.name)
@@ -169,20 +150,10 @@ impl Frr {
             .stdin(Stdio::null())
             .stdout(out.try_clone().expect("dup output file"))
             .stderr(out);
-        // SAFETY: setns is async-signal-safe and the fd stays open until
-        // spawn returns (the file is dropped after it).
-        unsafe {
-            command.pre_exec(move || {
-                if libc::setns(namespace_fd, libc::CLONE_NEWNET) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
         let child = command
             .spawn()
             .unwrap_or_else(|err| panic!("spawn {daemon}: {err}"));
-        drop(namespace);
+        drop(command);
         self.daemons.push(Daemon {
             name: daemon,
             child: Some(child),
