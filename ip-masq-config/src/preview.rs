@@ -241,7 +241,7 @@ fn family_changes(old: &Table, new: &Table, ipv6: bool) -> Vec<DecisionChange> {
             cidrs: cover(start, end, ipv6),
             from,
             to,
-            addresses: end - start + u128::from(ipv6 && end == u128::MAX),
+            addresses: (end - start).saturating_add(u128::from(ipv6 && end == u128::MAX)),
         })
         .collect()
 }
@@ -345,6 +345,24 @@ mod tests {
                 "10.2.0.0/16".parse().unwrap()
             ]
         );
+    }
+
+    #[test]
+    fn the_whole_ipv6_space_flipping_saturates_the_address_count() {
+        // 2^128 does not fit a u128; an agent reloading from `::/0` to an
+        // empty list once panicked here.
+        let old = table(
+            "nonMasqueradeCIDRs: ['::/0']\nmasqLinkLocalIPv6: true",
+            true,
+        );
+        let new = table("nonMasqueradeCIDRs: []\nmasqLinkLocalIPv6: true", true);
+        let changes: Vec<_> = decision_changes(&old, &new)
+            .into_iter()
+            .filter(|change| change.cidrs.iter().all(|cidr| cidr.addr().is_ipv6()))
+            .collect();
+        assert_eq!(changes.len(), 1);
+        assert_eq!(changes[0].cidrs, ["::/0".parse::<IpNet>().unwrap()]);
+        assert_eq!(changes[0].addresses, u128::MAX);
     }
 
     #[test]

@@ -250,6 +250,11 @@ pub struct DumpArgs {
     #[arg(long, value_name = "DIR", default_value = DEFAULT_PIN_PATH)]
     pub pin_path: PathBuf,
 
+    /// Directory of the agent's state file, which names the config file of
+    /// each entry when the agent merges several (`--config-dir`).
+    #[arg(long, value_name = "DIR", default_value = crate::serve::state::DEFAULT_STATE_DIR)]
+    pub state_dir: PathBuf,
+
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
@@ -347,6 +352,7 @@ impl From<&DumpArgs> for DumpOptions {
     fn from(args: &DumpArgs) -> Self {
         Self {
             pin_path: args.pin_path.clone(),
+            state_dir: args.state_dir.clone(),
             json: args.json,
         }
     }

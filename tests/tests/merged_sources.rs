@@ -105,6 +105,45 @@ fn two_projected_configmaps_are_merged_and_each_swap_applies() {
     println!(
         "merge applied {team_swap:?} after the team swap, {platform_swap:?} after the platform swap"
     );
+    // dump names each entry's files, from the agent's state file, which
+    // the agent writes after the reload.
+    let dump = || -> serde_json::Value {
+        let output = lab.node.exec(
+            lab::agent::agent_binary().to_str().unwrap(),
+            &[
+                "dump",
+                "--json",
+                "--pin-path",
+                pin_dir.to_str().unwrap(),
+                "--state-dir",
+                lab.state_dir().to_str().unwrap(),
+            ],
+        );
+        serde_json::from_slice(&output.stdout).expect("dump JSON")
+    };
+    let sources_of = |rows: &serde_json::Value, cidr: &str| -> Vec<String> {
+        rows.as_array()
+            .unwrap()
+            .iter()
+            .find(|row| row["cidr"] == cidr)
+            .map(|row| {
+                row["sources"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|s| s.as_str().unwrap().to_owned())
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let published = wait_until(Duration::from_secs(5), || {
+        sources_of(&dump(), "172.16.0.0/12") == ["ip-masq-platform"]
+    });
+    assert!(published, "the state file names each entry's files");
+    let rows = dump();
+    assert_eq!(sources_of(&rows, "10.0.0.0/8"), ["ip-masq-platform"]);
+    assert_eq!(sources_of(&rows, "100.64.0.0/10"), ["ip-masq-team"]);
 
     // A conflict: the team masquerades what the platform keeps. The table
     // in force stays, and readiness names both files.

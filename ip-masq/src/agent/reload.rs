@@ -49,6 +49,7 @@ impl<K: Maps + Links, R: Rules> Agent<K, R> {
             .filter_map(|(name, bytes)| Some((name.clone(), bytes.clone()?)))
             .collect();
         let sources: Vec<String> = files.iter().map(|(name, _)| name.clone()).collect();
+        let mut entry_sources = std::collections::BTreeMap::new();
         let parsed = match files.as_slice() {
             [] => Ok(config::ParsedConfig {
                 config: MasqConfig::defaults(self.options.parse),
@@ -65,9 +66,16 @@ impl<K: Maps + Links, R: Rules> Agent<K, R> {
                 self.options.parse,
                 self.options.max_config_bytes,
             )
-            .map(|merged| config::ParsedConfig {
-                config: merged.config,
-                warnings: merged.warnings,
+            .map(|merged| {
+                entry_sources = merged
+                    .origins
+                    .into_iter()
+                    .map(|(cidr, files)| (cidr.to_string(), files))
+                    .collect();
+                config::ParsedConfig {
+                    config: merged.config,
+                    warnings: merged.warnings,
+                }
             })
             .map_err(|err| err.to_string()),
         };
@@ -122,6 +130,7 @@ impl<K: Maps + Links, R: Rules> Agent<K, R> {
                 self.shared.update(|status| {
                     status.config_sha256 = Some(identity);
                     status.config_sources = sources;
+                    status.entry_sources = entry_sources;
                 });
                 if let Some(before) = before
                     && report.added + report.removed > 0

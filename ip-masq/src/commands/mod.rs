@@ -310,11 +310,20 @@ pub fn dump(args: &DumpOptions) -> Result<String, CommandError> {
             source,
         })?;
     entries.sort();
+    // With several config files the agent names each entry's files.
+    let state = crate::serve::state::state_file_path(&args.state_dir, &args.pin_path);
+    let sources = crate::serve::state::read_state(&state)
+        .ok()
+        .flatten()
+        .map(|state| state.entry_sources)
+        .unwrap_or_default();
     #[derive(Serialize)]
     struct Row {
         cidr: String,
         family: &'static str,
         action: String,
+        #[serde(skip_serializing_if = "Vec::is_empty")]
+        sources: Vec<String>,
     }
     let rows: Vec<Row> = entries
         .iter()
@@ -325,15 +334,30 @@ pub fn dump(args: &DumpOptions) -> Result<String, CommandError> {
                 || format!("unknown({value})"),
                 |a| action_name(a).to_owned(),
             ),
+            sources: sources
+                .get(&prefix.to_string())
+                .cloned()
+                .unwrap_or_default(),
         })
         .collect();
     if args.json {
         return Ok(serde_json::to_string_pretty(&rows).expect("serialisable") + "\n");
     }
     let mut out = String::new();
-    let _ = writeln!(out, "{:<44} {:<6} ACTION", "CIDR", "FAMILY");
+    let _ = writeln!(
+        out,
+        "{:<44} {:<6} {:<12} SOURCES",
+        "CIDR", "FAMILY", "ACTION"
+    );
     for row in rows {
-        let _ = writeln!(out, "{:<44} {:<6} {}", row.cidr, row.family, row.action);
+        let _ = writeln!(
+            out,
+            "{:<44} {:<6} {:<12} {}",
+            row.cidr,
+            row.family,
+            row.action,
+            row.sources.join(",")
+        );
     }
     Ok(out)
 }

@@ -68,6 +68,8 @@ pub struct CheckOptions {
 #[derive(Clone, Debug)]
 pub struct DumpOptions {
     pub pin_path: PathBuf,
+    /// Where the agent's state file is, for each entry's config files.
+    pub state_dir: PathBuf,
     pub json: bool,
 }
 

@@ -429,15 +429,15 @@ mod tests {
     #[test]
     fn unreadable_counters_are_left_out_not_zeroed() {
         let text = render(&status(), None, None);
-        assert!(!text.contains("packets_seen"), "{text}");
-        assert!(!text.contains("connections"), "{text}");
+        assert!(!text.contains("ip_masq_packets_seen"), "{text}");
+        assert!(!text.contains("ip_masq_connections"), "{text}");
         assert!(text.contains("ip_masq_config_reloads_total"));
         // Each map on its own: an agent older than XT_BPF_STATS left only STATS.
         let text = render(&status(), Some(PacketStats::default()), None);
         assert!(text.contains("ip_masq_packets_seen_total"), "{text}");
         assert!(!text.contains("ip_masq_connections"), "{text}");
         let text = render(&status(), None, Some(ConnectionStats::default()));
-        assert!(!text.contains("packets_seen"), "{text}");
+        assert!(!text.contains("ip_masq_packets_seen"), "{text}");
         assert_eq!(
             sample(
                 &text,

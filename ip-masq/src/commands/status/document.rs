@@ -112,6 +112,8 @@ pub(super) struct StatusDocument {
     pub(super) config_sha256: Option<String>,
     /// The files it came from.
     pub(super) config_sources: Vec<String>,
+    /// With several files: how many entries of the table each lists.
+    pub(super) entry_counts_by_source: std::collections::BTreeMap<String, usize>,
     pub(super) last_reload: Option<ReloadRecord>,
     pub(super) last_successful_reload_at: Option<f64>,
     pub(super) maps: Vec<MapView>,
@@ -270,6 +272,19 @@ pub(super) fn gather(installed: &Installed) -> Result<StatusDocument, InspectErr
             .state
             .as_ref()
             .map(|s| s.config_sources.clone())
+            .unwrap_or_default(),
+        entry_counts_by_source: installed
+            .state
+            .as_ref()
+            .map(|s| {
+                let mut counts = std::collections::BTreeMap::new();
+                for files in s.entry_sources.values() {
+                    for file in files {
+                        *counts.entry(file.clone()).or_insert(0) += 1;
+                    }
+                }
+                counts
+            })
             .unwrap_or_default(),
         last_reload: installed.state.as_ref().and_then(|s| s.last_reload.clone()),
         last_successful_reload_at: installed

@@ -91,6 +91,14 @@ pub(super) fn render(document: &StatusDocument, chain: &str) -> String {
             |p| p.display().to_string()
         )
     );
+    if !document.entry_counts_by_source.is_empty() {
+        let counts: Vec<String> = document
+            .entry_counts_by_source
+            .iter()
+            .map(|(file, count)| format!("{file} {count}"))
+            .collect();
+        let _ = writeln!(out, "entries by file: {}", counts.join(", "));
+    }
     if let Some(sha256) = &document.config_sha256 {
         let _ = writeln!(
             out,

@@ -181,6 +181,10 @@ pub struct AgentStatus {
     /// How long the last SNAT scan took, in milliseconds.
     #[serde(default)]
     pub snat_scan_ms: Option<f64>,
+    /// With several config files (`--config-dir`): for each CIDR of the
+    /// table in force, the files that list it.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub entry_sources: std::collections::BTreeMap<String, Vec<String>>,
 }
 
 /// Interference by someone else that the agent found and repaired, by what
