@@ -77,10 +77,10 @@ fn main() -> ExitCode {
             .map(|()| ExitCode::SUCCESS)
             .map_err(Into::into),
         Command::Status(args) => commands::status::run(&(&args.installed).into())
-            .map(|report| report.print())
+            .map(ip_masq::commands::installed::Report::print)
             .map_err(Into::into),
         Command::Doctor(args) => commands::doctor::run(&(&args.installed).into())
-            .map(|report| report.print())
+            .map(ip_masq::commands::installed::Report::print)
             .map_err(Into::into),
     };
     match result {

@@ -103,14 +103,14 @@ fn listing_matches_the_conntrack_tool_and_deletes_take_effect() {
         Conntrack::open()
             .expect("open")
             .delete(17, &victim)
-            .expect("delete")
+            .expect("delete");
     });
     // Deleting it again finds nothing, which is not an error.
     lab.node.enter(move || {
         Conntrack::open()
             .expect("open")
             .delete(17, &victim)
-            .expect("second delete")
+            .expect("second delete");
     });
     let left = conntrack_cli(&lab);
     assert!(

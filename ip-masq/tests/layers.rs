@@ -230,3 +230,30 @@ fn the_reference_reader_finds_grouped_and_inline_paths() {
     assert!(found.contains("model::Family"), "{found:?}");
     assert!(found.contains("serve::state::x"), "{found:?}");
 }
+
+/// Every host crate takes the workspace's lints; the eBPF crate builds for
+/// its own target, where the entry points must stay `pub`, and is linted
+/// there on its own.
+#[test]
+fn every_host_crate_opts_into_the_workspace_lints() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let manifest = fs::read_to_string(root.join("Cargo.toml")).unwrap();
+    let line = manifest
+        .lines()
+        .find(|line| line.starts_with("default-members"))
+        .expect("the workspace lists its default members");
+    let members: Vec<&str> = line.split('"').skip(1).step_by(2).collect();
+    assert!(members.len() >= 5, "default-members not read: {line}");
+    let missing: Vec<&str> = members
+        .iter()
+        .copied()
+        .filter(|member| {
+            let text = fs::read_to_string(root.join(member).join("Cargo.toml")).unwrap();
+            !text.contains("[lints]\nworkspace = true")
+        })
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "crates without `[lints] workspace = true`: {missing:?}"
+    );
+}

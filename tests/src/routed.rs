@@ -215,7 +215,7 @@ impl RoutedLab {
     /// # Panics
     /// If FRR is not installed (the lab fails rather than skips), or any
     /// step fails; everything made so far is removed.
-    pub fn new(options: RoutedLabOptions) -> Self {
+    pub fn new(options: &RoutedLabOptions) -> Self {
         let protocol = options.protocol;
         frr::require(&["zebra", protocol.daemon()]);
         let workdir = WorkDir::new();

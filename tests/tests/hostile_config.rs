@@ -80,7 +80,7 @@ fn put_in_place(lab: &Lab, build: impl FnOnce(&Path)) {
 
 fn put_bytes(lab: &Lab, bytes: &[u8]) {
     put_in_place(lab, |staging| {
-        fs::write(staging, bytes).expect("write config")
+        fs::write(staging, bytes).expect("write config");
     });
 }
 

@@ -54,7 +54,7 @@ fn the_overlay_patches_the_daemonset_into_a_valid_merged_config_setup() {
     for operation in operations {
         match (operation["op"].as_str(), operation["path"].as_str()) {
             (Some("replace"), Some("/spec/template/spec/volumes/0")) => {
-                spec["volumes"][0] = operation["value"].clone()
+                spec["volumes"][0] = operation["value"].clone();
             }
             (Some("add"), Some("/spec/template/spec/containers/0/args/-")) => {
                 spec["containers"][0]["args"]

@@ -660,7 +660,7 @@ fn interference_is_repaired_at_the_next_resync() {
             logged: "pin was removed by someone; pinned again pin=Program(",
             kinds: &["program_pin"],
             interfere: Box::new(|| {
-                std::fs::remove_file(pin_dir.join("xt_bpf_v4")).expect("remove program pin")
+                std::fs::remove_file(pin_dir.join("xt_bpf_v4")).expect("remove program pin");
             }),
             repaired: Box::new(|| pin_dir.join("xt_bpf_v4").exists()),
         },

@@ -35,7 +35,7 @@ fn ip(address: impl Into<IpAddr>) -> IpAddr {
     address.into()
 }
 
-fn routed_scenario(options: RoutedLabOptions) {
+fn routed_scenario(options: &RoutedLabOptions) {
     let protocol = options.protocol;
     // Names the variant in messages: the protocol and the agent's flags.
     let label = format!("{protocol} [{}]", options.agent_args.join(" "));
@@ -176,13 +176,13 @@ fn routed_scenario(options: RoutedLabOptions) {
 #[test]
 #[ignore = "needs root"]
 fn bgp_routed_pod_network() {
-    routed_scenario(RoutedLabOptions::new(Protocol::Bgp));
+    routed_scenario(&RoutedLabOptions::new(Protocol::Bgp));
 }
 
 #[test]
 #[ignore = "needs root"]
 fn ospf_routed_pod_network() {
-    routed_scenario(RoutedLabOptions::new(Protocol::Ospf));
+    routed_scenario(&RoutedLabOptions::new(Protocol::Ospf));
 }
 
 /// The xt-bpf datapath decides in the nat chain, whatever interface a
@@ -191,7 +191,7 @@ fn ospf_routed_pod_network() {
 #[test]
 #[ignore = "needs root"]
 fn bgp_routed_pod_network_with_xt_bpf_datapath() {
-    routed_scenario(RoutedLabOptions {
+    routed_scenario(&RoutedLabOptions {
         agent_args: vec!["--datapath".into(), "xt-bpf".into()],
         ..RoutedLabOptions::new(Protocol::Bgp)
     });

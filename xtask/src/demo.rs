@@ -10,7 +10,7 @@ use lab::{
     topology::{EXTERNAL_INSIDE_V4, EXTERNAL_LINK_LOCAL_V4, EXTERNAL_OUTSIDE_V4, NODE_UPLINK_V4},
 };
 
-pub fn run() -> anyhow::Result<()> {
+pub(crate) fn run() -> anyhow::Result<()> {
     if !lab::is_root() {
         bail!("the demo builds network namespaces: run it as root");
     }

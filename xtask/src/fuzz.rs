@@ -23,17 +23,17 @@ use crate::workspace_root;
 /// Fuzzing time in all, in seconds, when neither `--seconds` nor
 /// `FUZZ_SECONDS` says otherwise: 45 s for the config parser, 15 s for the
 /// duration parser.
-pub const DEFAULT_SECONDS: u64 = 60;
+pub(crate) const DEFAULT_SECONDS: u64 = 60;
 
 /// The least total that gives each target a second: libFuzzer reads
 /// `-max_total_time=0` as "no limit", so 0 is refused rather than passed on.
-pub const MIN_SECONDS: u64 = 2;
+pub(crate) const MIN_SECONDS: u64 = 2;
 
 /// The environment variable that sets the total when `--seconds` is absent.
-pub const SECONDS_VARIABLE: &str = "FUZZ_SECONDS";
+pub(crate) const SECONDS_VARIABLE: &str = "FUZZ_SECONDS";
 
 /// Parses a total time in seconds, refusing what would not be a fixed time.
-pub fn parse_seconds(text: &str) -> Result<u64, String> {
+pub(crate) fn parse_seconds(text: &str) -> Result<u64, String> {
     let seconds: u64 = text
         .trim()
         .parse()
@@ -48,7 +48,7 @@ pub fn parse_seconds(text: &str) -> Result<u64, String> {
 }
 
 /// The total: `--seconds` if given, else `FUZZ_SECONDS`, else the default.
-pub fn total_seconds(flag: Option<u64>) -> anyhow::Result<u64> {
+pub(crate) fn total_seconds(flag: Option<u64>) -> anyhow::Result<u64> {
     if let Some(seconds) = flag {
         return Ok(seconds);
     }
@@ -62,7 +62,7 @@ pub fn total_seconds(flag: Option<u64>) -> anyhow::Result<u64> {
 
 /// One fuzz target and its share of the time.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Target {
+pub(crate) struct Target {
     pub name: &'static str,
     pub what: &'static str,
     pub seconds: u64,
@@ -71,7 +71,7 @@ pub struct Target {
 /// The targets, in the order they run: three quarters of `total` for the
 /// config parser, the rest for the duration parser, which is small enough
 /// to be covered in seconds.
-pub fn targets(total: u64) -> [Target; 2] {
+pub(crate) fn targets(total: u64) -> [Target; 2] {
     let config = (total * 3 / 4).max(1);
     [
         Target {
@@ -89,7 +89,7 @@ pub fn targets(total: u64) -> [Target; 2] {
 
 /// What one target's run found.
 #[derive(Debug)]
-pub struct Outcome {
+pub(crate) struct Outcome {
     pub passed: bool,
     /// One line: the inputs run and the coverage, or why it failed.
     pub summary: String,
@@ -148,7 +148,7 @@ fn failure_excerpt(stderr: &str) -> String {
 /// (`fuzz/seeds/NAME`) with its dictionary (`fuzz/NAME.dict`), and judges
 /// the run: any failing input, or a run too short to mean anything, fails.
 /// An error is a target that could not be built or run at all.
-pub fn fuzz(target: Target) -> anyhow::Result<Outcome> {
+pub(crate) fn fuzz(target: Target) -> anyhow::Result<Outcome> {
     let Target {
         name,
         what,

@@ -15,7 +15,7 @@ use lab::routed::{
 /// Bound on a protocol learning or dropping a route.
 const CONVERGENCE: Duration = Duration::from_secs(30);
 
-pub fn run() -> anyhow::Result<()> {
+pub(crate) fn run() -> anyhow::Result<()> {
     if !lab::is_root() {
         bail!(
             "the routed demo builds network namespaces and starts routing daemons: run it as root"
@@ -45,7 +45,7 @@ fn run_protocol(protocol: Protocol) -> anyhow::Result<Vec<String>> {
     println!("\n=== {protocol}: nodes announce their pod CIDRs to the top-of-rack router ===");
     let options = RoutedLabOptions::new(protocol);
     let agent_args = options.agent_args.join(" ");
-    let lab = RoutedLab::new(options);
+    let lab = RoutedLab::new(&options);
     println!(
         "router {} | enterprise host {} ({ENTERPRISE_HOST_V4}) | internet host {} ({INTERNET_HOST_V4})",
         lab.router.name(),

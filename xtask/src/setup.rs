@@ -39,7 +39,7 @@ const BPF_LINKER_VERSION: &str = "0.13";
 /// The cargo-fuzz release line `cargo xtask fuzz` runs with.
 const CARGO_FUZZ_VERSION: &str = "0.13";
 
-pub fn setup() -> anyhow::Result<()> {
+pub(crate) fn setup() -> anyhow::Result<()> {
     ensure_apt_packages()?;
     ensure_rust_src()?;
     ensure_bpf_linker()?;

@@ -9,7 +9,7 @@
 /// Counts summed over every test binary's `test result:` line, plus the
 /// steps the suite runs besides cargo test (the fuzzing).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct Tally {
+pub(crate) struct Tally {
     pub passed: u64,
     pub failed: u64,
     /// Tests marked `#[ignore]` that did not run (no `--include-ignored`).
@@ -36,7 +36,7 @@ struct Binary {
 
 impl Tally {
     /// Adds one line of cargo test output; other lines are ignored.
-    pub fn add_line(&mut self, line: &str) {
+    pub(crate) fn add_line(&mut self, line: &str) {
         let line = line.trim();
         if let Some(announced) = line
             .strip_prefix("running ")
@@ -102,12 +102,12 @@ impl Tally {
     }
 
     /// Call once the output has ended.
-    pub fn finish(&mut self) {
+    pub(crate) fn finish(&mut self) {
         self.close_crashed();
     }
 
     /// Counts one step run outside cargo test (a fuzz target).
-    pub fn add_step(&mut self, passed: bool) {
+    pub(crate) fn add_step(&mut self, passed: bool) {
         if passed {
             self.passed += 1;
         } else {
@@ -116,13 +116,13 @@ impl Tally {
     }
 
     /// Everything that did not run.
-    pub fn skipped(&self) -> u64 {
+    pub(crate) fn skipped(&self) -> u64 {
         self.ignored + self.filtered_out + self.steps_skipped
     }
 
     /// What the skipped count is made of, and any crashed binaries; `None`
     /// when there is nothing to explain.
-    pub fn details(&self) -> Option<String> {
+    pub(crate) fn details(&self) -> Option<String> {
         let mut parts = Vec::new();
         for (count, what) in [
             (self.ignored, "ignored"),
@@ -141,7 +141,7 @@ impl Tally {
     }
 
     /// The closing line: `suite: N passed, N failed, N skipped`.
-    pub fn closing_line(&self) -> String {
+    pub(crate) fn closing_line(&self) -> String {
         format!(
             "suite: {} passed, {} failed, {} skipped",
             self.passed,

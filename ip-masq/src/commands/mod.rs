@@ -230,10 +230,7 @@ pub fn check(args: &CheckOptions) -> Result<String, CommandError> {
             source: config::ConfigError::Invalid(vec![config::Problem {
                 key: "nonMasqueradeCIDRs",
                 value: None,
-                reason: format!(
-                    "{} IPv4 and {} IPv6 entries exceed --max-cidrs {capacity}",
-                    v4, v6
-                ),
+                reason: format!("{v4} IPv4 and {v6} IPv6 entries exceed --max-cidrs {capacity}"),
             }]),
         });
     }

@@ -18,13 +18,13 @@ use super::node::Bed;
 /// BPF_ENABLE_STATS rather than the global `kernel.bpf_stats_enabled`
 /// sysctl: the kernel switches statistics off again when the descriptor
 /// closes, even if the benchmark dies, so nothing is left changed.
-pub fn enable() -> anyhow::Result<OwnedFd> {
+pub(super) fn enable() -> anyhow::Result<OwnedFd> {
     enable_stats(Stats::RunTime).context("BPF_ENABLE_STATS")
 }
 
 /// Run counts and run time, summed per kind of program.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
-pub struct Totals {
+pub(super) struct Totals {
     pub classifier_runs: u64,
     pub classifier_ns: u64,
     pub xt_bpf_runs: u64,
@@ -33,7 +33,7 @@ pub struct Totals {
 
 impl Totals {
     /// What ran since `earlier`.
-    pub fn since(&self, earlier: &Self) -> Self {
+    pub(super) fn since(&self, earlier: &Self) -> Self {
         Self {
             classifier_runs: self.classifier_runs - earlier.classifier_runs,
             classifier_ns: self.classifier_ns - earlier.classifier_ns,
@@ -43,18 +43,18 @@ impl Totals {
     }
 
     /// Average nanoseconds per run of the classifier, if it ran.
-    pub fn classifier_ns_per_run(&self) -> Option<f64> {
+    pub(super) fn classifier_ns_per_run(&self) -> Option<f64> {
         (self.classifier_runs > 0).then(|| self.classifier_ns as f64 / self.classifier_runs as f64)
     }
 
     /// Average nanoseconds per run of the xt_bpf filter, if it ran.
-    pub fn xt_bpf_ns_per_run(&self) -> Option<f64> {
+    pub(super) fn xt_bpf_ns_per_run(&self) -> Option<f64> {
         (self.xt_bpf_runs > 0).then(|| self.xt_bpf_ns as f64 / self.xt_bpf_runs as f64)
     }
 }
 
 /// The programs' totals in `bed` now.
-pub fn read(bed: &Bed) -> anyhow::Result<Totals> {
+pub(super) fn read(bed: &Bed) -> anyhow::Result<Totals> {
     let (classifier_runs, classifier_ns) = classifier_totals(bed)?;
     let (xt_bpf_runs, xt_bpf_ns) = match xt_bpf_pin(bed) {
         Some(pin) => {
@@ -97,7 +97,7 @@ fn xt_bpf_pin(bed: &Bed) -> Option<PathBuf> {
 }
 
 /// The path after `--object-pinned` in an `iptables -S` listing.
-pub fn parse_object_pinned(listing: &str) -> Option<PathBuf> {
+pub(super) fn parse_object_pinned(listing: &str) -> Option<PathBuf> {
     listing.lines().find_map(|line| {
         let mut words = line.split_whitespace();
         words.find(|word| *word == "--object-pinned")?;

@@ -62,7 +62,7 @@ fn overlaps_v4((a, a_len): (u32, u8), (b, b_len): (u32, u8)) -> bool {
 /// "inside" address (172.16.5.5) keeps its source under every contender
 /// with exclusions (a quick proof that they decide alike), then random
 /// ones that overlap nothing in the excluded ranges. Same count, same list.
-pub fn ipv4(count: usize) -> Vec<(Ipv4Addr, u8)> {
+pub(super) fn ipv4(count: usize) -> Vec<(Ipv4Addr, u8)> {
     let mut rng = Rng(0x1b_a5ed);
     let mut seen = HashSet::with_capacity(count);
     let mut out = Vec::with_capacity(count);
@@ -90,7 +90,7 @@ pub fn ipv4(count: usize) -> Vec<(Ipv4Addr, u8)> {
 
 /// `count` distinct IPv6 prefixes inside 2000::/3, none inside the lab's
 /// 2001:db8::/32.
-pub fn ipv6(count: usize) -> Vec<(Ipv6Addr, u8)> {
+pub(super) fn ipv6(count: usize) -> Vec<(Ipv6Addr, u8)> {
     let mut rng = Rng(0x6_b5ed);
     let mut seen = HashSet::with_capacity(count);
     let mut out = Vec::with_capacity(count);
@@ -113,7 +113,7 @@ pub fn ipv6(count: usize) -> Vec<(Ipv6Addr, u8)> {
 }
 
 /// One CIDR per line, both families, for `ip-masq-bench --cidrs`.
-pub fn lines(v4: &[(Ipv4Addr, u8)], v6: &[(Ipv6Addr, u8)]) -> String {
+pub(super) fn lines(v4: &[(Ipv4Addr, u8)], v6: &[(Ipv6Addr, u8)]) -> String {
     let mut out = String::with_capacity(24 * (v4.len() + v6.len()));
     for (address, length) in v4 {
         let _ = writeln!(out, "{address}/{length}");
@@ -126,7 +126,7 @@ pub fn lines(v4: &[(Ipv4Addr, u8)], v6: &[(Ipv6Addr, u8)]) -> String {
 
 /// The agent's config file for these CIDRs, written the way ConfigMaps
 /// usually are: a YAML block list.
-pub fn config_yaml(v4: &[(Ipv4Addr, u8)]) -> String {
+pub(super) fn config_yaml(v4: &[(Ipv4Addr, u8)]) -> String {
     let mut out = String::with_capacity(20 * v4.len() + 32);
     out.push_str("nonMasqueradeCIDRs:\n");
     for (address, length) in v4 {
@@ -137,7 +137,7 @@ pub fn config_yaml(v4: &[(Ipv4Addr, u8)]) -> String {
 
 /// The same config in JSON, which the agent also reads (and decodes much
 /// faster than YAML).
-pub fn config_json(v4: &[(Ipv4Addr, u8)]) -> String {
+pub(super) fn config_json(v4: &[(Ipv4Addr, u8)]) -> String {
     let mut out = String::with_capacity(20 * v4.len() + 32);
     out.push_str("{\"nonMasqueradeCIDRs\": [");
     for (index, (address, length)) in v4.iter().enumerate() {

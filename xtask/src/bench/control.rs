@@ -18,7 +18,7 @@ use super::{
 
 /// One config change as the agent applied it.
 #[derive(Clone, Debug, Serialize)]
-pub struct Apply {
+pub(super) struct Apply {
     pub cidrs: usize,
     /// `yaml` or `json`.
     pub format: &'static str,
@@ -37,7 +37,7 @@ pub struct Apply {
 
 /// What the control-plane phase measured.
 #[derive(Clone, Debug, Default, Serialize)]
-pub struct ControlResults {
+pub(super) struct ControlResults {
     pub full_loads: Vec<Apply>,
     pub one_entry_changes: Vec<Apply>,
     /// Peak RSS right after start on the default config: what loading the
@@ -54,7 +54,7 @@ pub struct ControlResults {
 
 /// The fields of a "config applied" log line that the benchmark needs.
 #[derive(Clone, Debug, PartialEq)]
-pub struct AppliedLine {
+pub(super) struct AppliedLine {
     pub at: SystemTime,
     pub added: u64,
     pub removed: u64,
@@ -66,7 +66,7 @@ pub struct AppliedLine {
 
 /// Parses a tracing text line such as
 /// `2025-01-02T03:04:05.123456Z  INFO ip_masq::agent: config applied … added=3 … elapsed_ms=1.5`.
-pub fn parse_applied_line(line: &str) -> Option<AppliedLine> {
+pub(super) fn parse_applied_line(line: &str) -> Option<AppliedLine> {
     if !line.contains("config applied") {
         return None;
     }
@@ -87,7 +87,7 @@ pub fn parse_applied_line(line: &str) -> Option<AppliedLine> {
 }
 
 /// `YYYY-MM-DDTHH:MM:SS[.fraction]Z` to a time.
-pub fn parse_rfc3339_utc(text: &str) -> Option<SystemTime> {
+pub(super) fn parse_rfc3339_utc(text: &str) -> Option<SystemTime> {
     let text = text.strip_suffix('Z')?;
     let (date, time) = text.split_once('T')?;
     let mut date_parts = date.splitn(3, '-').map(str::parse::<i64>);
@@ -116,7 +116,7 @@ pub fn parse_rfc3339_utc(text: &str) -> Option<SystemTime> {
 }
 
 /// A time as `YYYY-MM-DDTHH:MM:SSZ`.
-pub fn format_rfc3339_utc(time: SystemTime) -> String {
+pub(super) fn format_rfc3339_utc(time: SystemTime) -> String {
     let seconds = time.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs()) as i64;
     let (days, rest) = (seconds.div_euclid(86_400), seconds.rem_euclid(86_400));
     let (year, month, day) = civil_from_days(days);
@@ -161,7 +161,7 @@ fn days_from_civil(year: i64, month: i64, day: i64) -> i64 {
 
 /// One-entry changes of the largest list, in both formats the agent reads.
 #[derive(Clone, Debug, Default)]
-pub struct Changes {
+pub(super) struct Changes {
     /// Each changes one entry of the previous text.
     pub yaml: Vec<String>,
     /// The list after the YAML changes, as JSON: no entry changes.
@@ -235,7 +235,7 @@ fn tail(text: &str, lines: usize) -> String {
 /// Runs the control-plane phase on `bed` (no other contender active).
 /// `lists` are the config texts to load in order, with their sizes; the
 /// last one is also changed one entry at a time.
-pub fn run(
+pub(super) fn run(
     bed: &mut Bed,
     lists: &[(usize, String)],
     changes: &Changes,

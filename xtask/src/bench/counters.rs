@@ -11,7 +11,7 @@ use lab::Netns;
 
 /// UDP datagrams that reached the UDP layer, delivered or not:
 /// `InDatagrams + NoPorts + InErrors` of the `Udp:` lines of `snmp`.
-pub fn parse_udp_arrivals(snmp: &str) -> Option<u64> {
+pub(super) fn parse_udp_arrivals(snmp: &str) -> Option<u64> {
     let mut lines = snmp.lines().filter(|line| line.starts_with("Udp:"));
     let header: Vec<&str> = lines.next()?.split_whitespace().collect();
     let values: Vec<&str> = lines.next()?.split_whitespace().collect();
@@ -24,7 +24,7 @@ pub fn parse_udp_arrivals(snmp: &str) -> Option<u64> {
 
 /// The namespace's conntrack table size and its drop counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ConntrackStats {
+pub(super) struct ConntrackStats {
     /// Entries in the table. With the table flushed before a measurement
     /// and UDP entries living 30 s, its growth is the number of new flows.
     /// (The per-CPU `insert` column would be the direct count, but current
@@ -37,7 +37,7 @@ pub struct ConntrackStats {
 
 impl ConntrackStats {
     /// Growth of the table and drops since `earlier`.
-    pub fn since(&self, earlier: &Self) -> Self {
+    pub(super) fn since(&self, earlier: &Self) -> Self {
         Self {
             entries: self.entries.saturating_sub(earlier.entries),
             drop: self.drop - earlier.drop,
@@ -49,7 +49,7 @@ impl ConntrackStats {
 
 /// Parses `net/stat/nf_conntrack`: a header, then one row of hex numbers
 /// per CPU. `entries` is the same in every row; the counters are per CPU.
-pub fn parse_conntrack_stats(text: &str) -> Option<ConntrackStats> {
+pub(super) fn parse_conntrack_stats(text: &str) -> Option<ConntrackStats> {
     let mut lines = text.lines();
     let header: Vec<&str> = lines.next()?.split_whitespace().collect();
     let column = |name: &str| header.iter().position(|h| *h == name);
@@ -76,7 +76,7 @@ pub fn parse_conntrack_stats(text: &str) -> Option<ConntrackStats> {
 }
 
 /// Received packets of every interface in `net/dev`.
-pub fn parse_rx_packets(text: &str) -> HashMap<String, u64> {
+pub(super) fn parse_rx_packets(text: &str) -> HashMap<String, u64> {
     text.lines()
         .skip(2)
         .filter_map(|line| {
@@ -88,7 +88,7 @@ pub fn parse_rx_packets(text: &str) -> HashMap<String, u64> {
 }
 
 /// User plus system CPU time, in clock ticks, from `/proc/PID/stat`.
-pub fn parse_cpu_ticks(stat: &str) -> Option<u64> {
+pub(super) fn parse_cpu_ticks(stat: &str) -> Option<u64> {
     // The command name may hold spaces and parentheses; fields resume
     // after the last ')'. utime and stime are fields 14 and 15.
     let rest = &stat[stat.rfind(')')? + 1..];
@@ -99,7 +99,7 @@ pub fn parse_cpu_ticks(stat: &str) -> Option<u64> {
 }
 
 /// A `kB` field of `/proc/PID/status`, in bytes.
-pub fn parse_status_kib(status: &str, field: &str) -> Option<u64> {
+pub(super) fn parse_status_kib(status: &str, field: &str) -> Option<u64> {
     let line = status
         .lines()
         .find(|line| line.split(':').next() == Some(field))?;
@@ -115,18 +115,18 @@ fn read_in(netns: &Netns, relative: &'static str) -> anyhow::Result<String> {
 }
 
 /// UDP arrivals in `netns`.
-pub fn udp_arrivals(netns: &Netns) -> anyhow::Result<u64> {
+pub(super) fn udp_arrivals(netns: &Netns) -> anyhow::Result<u64> {
     parse_udp_arrivals(&read_in(netns, "snmp")?).context("no Udp: lines in net/snmp")
 }
 
 /// Conntrack counters of `netns`.
-pub fn conntrack_stats(netns: &Netns) -> anyhow::Result<ConntrackStats> {
+pub(super) fn conntrack_stats(netns: &Netns) -> anyhow::Result<ConntrackStats> {
     parse_conntrack_stats(&read_in(netns, "stat/nf_conntrack")?)
         .context("unreadable net/stat/nf_conntrack")
 }
 
 /// Received packets of `interface` in `netns`.
-pub fn rx_packets(netns: &Netns, interface: &str) -> anyhow::Result<u64> {
+pub(super) fn rx_packets(netns: &Netns, interface: &str) -> anyhow::Result<u64> {
     let counters = parse_rx_packets(&read_in(netns, "dev")?);
     match counters.get(interface) {
         Some(packets) => Ok(*packets),
@@ -135,7 +135,7 @@ pub fn rx_packets(netns: &Netns, interface: &str) -> anyhow::Result<u64> {
 }
 
 /// CPU seconds a process has used so far.
-pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+pub(super) fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat"))?;
     let ticks = parse_cpu_ticks(&stat).context("unparsable /proc/PID/stat")?;
     // SAFETY: sysconf has no preconditions.
@@ -144,7 +144,7 @@ pub fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
 }
 
 /// Peak resident memory of a process (VmHWM), in bytes.
-pub fn peak_rss(pid: u32) -> anyhow::Result<u64> {
+pub(super) fn peak_rss(pid: u32) -> anyhow::Result<u64> {
     let status = fs::read_to_string(format!("/proc/{pid}/status"))?;
     parse_status_kib(&status, "VmHWM").context("no VmHWM in /proc/PID/status")
 }

@@ -37,14 +37,14 @@ const SOURCE_PORTS: Range<u16> = 1024..65_535;
 
 /// Timing of one measurement.
 #[derive(Clone, Copy, Debug)]
-pub struct Window {
+pub(super) struct Window {
     pub warmup: Duration,
     pub length: Duration,
 }
 
 /// One measurement of one contender.
 #[derive(Clone, Debug, Serialize)]
-pub struct FlowSample {
+pub(super) struct FlowSample {
     pub contender: Contender,
     pub round: usize,
     /// Position in the run of this list size, for pairing with the
@@ -70,12 +70,12 @@ pub struct FlowSample {
 
 impl FlowSample {
     /// CPU time one flow took, assuming the generator kept `cpus` CPUs busy.
-    pub fn cpu_ns_per_flow(&self, cpus: usize) -> f64 {
+    pub(super) fn cpu_ns_per_flow(&self, cpus: usize) -> f64 {
         cpus as f64 * 1e9 / self.flows_per_second
     }
 
     /// BPF run time per flow, when measured.
-    pub fn bpf_ns_per_flow(&self) -> Option<f64> {
+    pub(super) fn bpf_ns_per_flow(&self) -> Option<f64> {
         let bpf = self.bpf?;
         Some((bpf.classifier_ns + bpf.xt_bpf_ns) as f64 / self.flows.max(1) as f64)
     }
@@ -84,12 +84,12 @@ impl FlowSample {
 /// The external host's UDP sink: bound sockets that nobody reads during a
 /// measurement (datagrams past their tiny buffer are dropped on arrival,
 /// which still counts as arrival).
-pub struct Sink {
+pub(super) struct Sink {
     sockets: Vec<UdpSocket>,
 }
 
 impl Sink {
-    pub fn open(external: &Netns, address: Ipv4Addr) -> anyhow::Result<Self> {
+    pub(super) fn open(external: &Netns, address: Ipv4Addr) -> anyhow::Result<Self> {
         let sockets = external.enter(move || -> std::io::Result<Vec<UdpSocket>> {
             SINK_PORTS
                 .map(|port| {
@@ -104,7 +104,7 @@ impl Sink {
     }
 
     /// Empties every socket; returns the source of the last datagram read.
-    pub fn drain(&self) -> Option<Ipv4Addr> {
+    pub(super) fn drain(&self) -> Option<Ipv4Addr> {
         let mut buffer = [0u8; 64];
         let mut last = None;
         for socket in &self.sockets {
@@ -135,7 +135,7 @@ fn set_receive_buffer(socket: &UdpSocket, bytes: libc::c_int) -> std::io::Result
 }
 
 /// The source ports thread `index` of `threads` binds.
-pub fn thread_ports(index: usize, threads: usize) -> Range<u16> {
+pub(super) fn thread_ports(index: usize, threads: usize) -> Range<u16> {
     let total = usize::from(SOURCE_PORTS.end - SOURCE_PORTS.start);
     let share = total / threads;
     let start = usize::from(SOURCE_PORTS.start) + index * share;
@@ -212,7 +212,7 @@ fn send_flows(stop: &AtomicBool, counter: &AtomicU64, destination: Ipv4Addr, por
 }
 
 /// Measures `contender`, already active on `bed`.
-pub fn measure(
+pub(super) fn measure(
     bed: &Bed,
     sink: &Sink,
     contender: Contender,
@@ -270,7 +270,11 @@ pub fn measure(
 /// that the flows were new connections: the conntrack table grew by about
 /// one entry per flow (the two counters are read a moment apart, hence the
 /// margin).
-pub fn check_sample(sample: &FlowSample, pod: Ipv4Addr, node: Ipv4Addr) -> anyhow::Result<()> {
+pub(super) fn check_sample(
+    sample: &FlowSample,
+    pod: Ipv4Addr,
+    node: Ipv4Addr,
+) -> anyhow::Result<()> {
     ensure!(
         (0.8..1.2).contains(&sample.new_entries_per_flow),
         "{}: {:.3} new conntrack entries per flow; the flows were not all new connections",
@@ -298,7 +302,7 @@ pub fn check_sample(sample: &FlowSample, pod: Ipv4Addr, node: Ipv4Addr) -> anyho
 /// the reference its ratio is taken against. Load on a shared machine
 /// drifts within seconds; a reference measured right next to each
 /// contender cancels most of that drift out of the ratio.
-pub fn schedule(contenders: &[Contender], round: usize) -> Vec<Contender> {
+pub(super) fn schedule(contenders: &[Contender], round: usize) -> Vec<Contender> {
     let mut others: Vec<Contender> = contenders
         .iter()
         .copied()

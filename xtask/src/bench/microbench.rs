@@ -9,10 +9,10 @@ use std::{path::Path, process::Command};
 use anyhow::{Context as _, ensure};
 use lab::Bpffs;
 
-pub use ip_masq_bench::{CaseTiming, Report as DatapathReport};
+pub(super) use ip_masq_bench::{CaseTiming, Report as DatapathReport};
 
 /// Runs `ip-masq-bench` on the CIDR list in `cidrs_file`.
-pub fn run(
+pub(super) fn run(
     cidrs_file: &Path,
     sizes: &[usize],
     repeat: u32,

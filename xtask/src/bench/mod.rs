@@ -39,7 +39,7 @@ use self::{
 
 /// What to run; `quick` is a smoke run of a few seconds per phase.
 #[derive(Clone, Debug)]
-pub struct Options {
+pub(crate) struct Options {
     pub quick: bool,
     pub output: PathBuf,
 }
@@ -122,7 +122,7 @@ impl Plan {
     }
 }
 
-pub fn run(options: &Options) -> anyhow::Result<()> {
+pub(crate) fn run(options: &Options) -> anyhow::Result<()> {
     if !lab::is_root() {
         bail!("the benchmark builds network namespaces and loads BPF programs: run it as root");
     }

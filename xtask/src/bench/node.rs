@@ -22,7 +22,7 @@ use lab::{
 
 /// Name of the ip-masq-agent-equivalent chain; not the agent's own chain
 /// name, so that the agent never takes it over.
-pub const CHAIN_B: &str = "BENCH-MASQ-AGENT";
+pub(super) const CHAIN_B: &str = "BENCH-MASQ-AGENT";
 const CHAIN_B_JUMP_COMMENT: &str = "bench: ip-masq-agent equivalent";
 const MASQ_M_COMMENT: &str = "bench: bare masquerade";
 /// ip-masq-agent's own comments, so the chain is byte for byte what it writes.
@@ -32,7 +32,7 @@ const UPSTREAM_MASQ_COMMENT: &str =
 
 /// Who decides masquerading in the node namespace.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
-pub enum Contender {
+pub(super) enum Contender {
     /// (a) No SNAT rule at all.
     None,
     /// (m) One bare MASQUERADE: the cost of NAT itself.
@@ -47,7 +47,7 @@ pub enum Contender {
 
 impl Contender {
     /// The one-letter label the issue uses.
-    pub fn letter(self) -> &'static str {
+    pub(super) fn letter(self) -> &'static str {
         match self {
             Self::None => "a",
             Self::Masquerade => "m",
@@ -57,7 +57,7 @@ impl Contender {
         }
     }
 
-    pub fn description(self) -> &'static str {
+    pub(super) fn description(self) -> &'static str {
         match self {
             Self::None => "no SNAT rules",
             Self::Masquerade => "one bare MASQUERADE",
@@ -68,13 +68,13 @@ impl Contender {
     }
 
     /// Whether traffic to the flow destination is masqueraded.
-    pub fn masquerades(self) -> bool {
+    pub(super) fn masquerades(self) -> bool {
         self != Self::None
     }
 
     /// Whether the contender honours the CIDR list (the inside address
     /// keeps its source).
-    pub fn has_exclusions(self) -> bool {
+    pub(super) fn has_exclusions(self) -> bool {
         matches!(self, Self::Chain | Self::IpMasq | Self::XtBpf)
     }
 }
@@ -87,7 +87,7 @@ impl fmt::Display for Contender {
 
 /// What the agent binary supports, read from its `--help`.
 #[derive(Clone, Copy, Debug)]
-pub struct AgentFeatures {
+pub(super) struct AgentFeatures {
     /// `run --datapath xt-bpf` exists.
     pub xt_bpf: bool,
     /// `run --max-config-bytes` exists.
@@ -95,7 +95,7 @@ pub struct AgentFeatures {
 }
 
 impl AgentFeatures {
-    pub fn probe() -> anyhow::Result<Self> {
+    pub(super) fn probe() -> anyhow::Result<Self> {
         let output = Command::new(lab::agent::agent_binary())
             .args(["run", "--help"])
             .output()
@@ -110,7 +110,7 @@ impl AgentFeatures {
 
 /// iptables-restore input for the (b) chain: link-local first, as
 /// ip-masq-agent writes it by default, then one RETURN per CIDR.
-pub fn chain_b_restore_input(cidrs: &[String]) -> String {
+pub(super) fn chain_b_restore_input(cidrs: &[String]) -> String {
     let mut input = String::with_capacity(96 * (cidrs.len() + 4));
     input.push_str("*nat\n");
     input.push_str(&format!(":{CHAIN_B} - [0:0]\n"));
@@ -162,7 +162,7 @@ fn masquerade_rule() -> Vec<String> {
 
 /// A command that runs inside `netns`: the child enters it between fork
 /// and exec, so nothing else (mounts, /sys) changes, unlike `ip netns exec`.
-pub fn command_in(netns: &Netns, program: &str) -> anyhow::Result<Command> {
+pub(super) fn command_in(netns: &Netns, program: &str) -> anyhow::Result<Command> {
     let file =
         File::open(netns.path()).with_context(|| format!("open {}", netns.path().display()))?;
     let mut command = Command::new(program);
@@ -181,11 +181,11 @@ pub fn command_in(netns: &Netns, program: &str) -> anyhow::Result<Command> {
 
 /// Loading the (b) chain may not take longer than this; the issue allows
 /// skipping it where a run would take over a minute.
-pub const CHAIN_B_LIMIT: Duration = Duration::from_secs(60);
+pub(super) const CHAIN_B_LIMIT: Duration = Duration::from_secs(60);
 
 /// The bed: the lab, its one pod, and the running agent when (c) or (x)
 /// is on.
-pub struct Bed {
+pub(super) struct Bed {
     pub lab: Lab,
     pub features: AgentFeatures,
     agent: Option<Agent>,
@@ -198,7 +198,7 @@ pub struct Bed {
 }
 
 impl Bed {
-    pub fn new(features: AgentFeatures, max_cidrs: u32) -> anyhow::Result<Self> {
+    pub(super) fn new(features: AgentFeatures, max_cidrs: u32) -> anyhow::Result<Self> {
         let lab = Lab::new(LabOptions {
             routed_pods: 1,
             bridged_pods: 0,
@@ -238,24 +238,24 @@ impl Bed {
         Ok(bed)
     }
 
-    pub fn pod_netns(&self) -> &Netns {
+    pub(super) fn pod_netns(&self) -> &Netns {
         &self.lab.pods[0].netns
     }
 
-    pub fn pod_ip(&self) -> IpAddr {
+    pub(super) fn pod_ip(&self) -> IpAddr {
         self.lab.pods[0].ipv4
     }
 
-    pub fn pod_interface(&self) -> &str {
+    pub(super) fn pod_interface(&self) -> &str {
         &self.lab.pods[0].host_interface
     }
 
-    pub fn destination() -> Ipv4Addr {
+    pub(super) fn destination() -> Ipv4Addr {
         EXTERNAL_OUTSIDE_V4.parse().expect("constant")
     }
 
     /// Runs iptables inside the node namespace.
-    pub fn iptables(&self, args: &[&str]) -> anyhow::Result<()> {
+    pub(super) fn iptables(&self, args: &[&str]) -> anyhow::Result<()> {
         let output = command_in(&self.lab.node, "iptables")?
             .arg("-w")
             .args(args)
@@ -277,7 +277,7 @@ impl Bed {
     }
 
     /// `iptables -t nat -S CHAIN` in the node namespace.
-    pub fn nat_listing(&self, chain: &str) -> anyhow::Result<String> {
+    pub(super) fn nat_listing(&self, chain: &str) -> anyhow::Result<String> {
         let output = command_in(&self.lab.node, "iptables")?
             .args(["-w", "-t", "nat", "-S", chain])
             .output()
@@ -293,7 +293,7 @@ impl Bed {
     /// table every nftables commit there takes seconds, and freeing them
     /// keeps a kernel worker busy for a while; neither may slow the other
     /// contenders.
-    pub fn load_chain_b(
+    pub(super) fn load_chain_b(
         &mut self,
         cidrs: &[String],
         timeout: Duration,
@@ -335,7 +335,7 @@ impl Bed {
     }
 
     /// Removes the (b) chain.
-    pub fn drop_chain_b(&mut self) -> anyhow::Result<()> {
+    pub(super) fn drop_chain_b(&mut self) -> anyhow::Result<()> {
         if self.nat_listing(CHAIN_B).is_ok() {
             self.iptables(&["-t", "nat", "-F", CHAIN_B])?;
             self.iptables(&["-t", "nat", "-X", CHAIN_B])?;
@@ -345,24 +345,24 @@ impl Bed {
     }
 
     /// Writes the agent's config file for the next (c)/(x) start.
-    pub fn write_config(&mut self, text: &str) {
+    pub(super) fn write_config(&mut self, text: &str) {
         self.config_bytes = text.len();
         self.lab.write_config(text);
     }
 
     /// Makes the agent accept config files of `bytes` from its next start.
-    pub fn expect_config_bytes(&mut self, bytes: usize) {
+    pub(super) fn expect_config_bytes(&mut self, bytes: usize) {
         self.config_bytes = bytes;
     }
 
     /// Whether the agent can take the current config file: over the
     /// agent's default 1 MiB cap it needs `--max-config-bytes`.
-    pub fn agent_can_load_config(&self) -> bool {
+    pub(super) fn agent_can_load_config(&self) -> bool {
         self.config_bytes <= DEFAULT_MAX_CONFIG_BYTES || self.features.max_config_bytes
     }
 
     /// The agent's command line for contender (c) or (x).
-    pub fn agent_builder(&self, contender: Contender) -> AgentBuilder {
+    pub(super) fn agent_builder(&self, contender: Contender) -> AgentBuilder {
         let max_cidrs = self.max_cidrs.to_string();
         let mut extra = vec!["--max-cidrs", &max_cidrs, "--interfaces", "vpod*"];
         let max_bytes = (self.config_bytes + 1)
@@ -378,7 +378,7 @@ impl Bed {
     }
 
     /// Sets `contender` up and checks that it decides as it should.
-    pub fn activate(&mut self, contender: Contender) -> anyhow::Result<()> {
+    pub(super) fn activate(&mut self, contender: Contender) -> anyhow::Result<()> {
         match contender {
             Contender::None => {}
             Contender::Masquerade => {
@@ -394,7 +394,7 @@ impl Bed {
     }
 
     /// Tears `contender` down completely and checks that nothing is left.
-    pub fn deactivate(&mut self, contender: Contender) -> anyhow::Result<()> {
+    pub(super) fn deactivate(&mut self, contender: Contender) -> anyhow::Result<()> {
         match contender {
             Contender::None => {}
             Contender::Masquerade => {
@@ -412,16 +412,16 @@ impl Bed {
     }
 
     /// The running agent's process id.
-    pub fn agent_pid(&self) -> Option<u32> {
+    pub(super) fn agent_pid(&self) -> Option<u32> {
         self.agent.as_ref().map(Agent::pid)
     }
 
-    pub fn agent(&self) -> Option<&Agent> {
+    pub(super) fn agent(&self) -> Option<&Agent> {
         self.agent.as_ref()
     }
 
     /// Starts the agent as `contender` would run it and waits until it is ready.
-    pub fn start_agent(&mut self, contender: Contender) -> anyhow::Result<()> {
+    pub(super) fn start_agent(&mut self, contender: Contender) -> anyhow::Result<()> {
         ensure!(self.agent.is_none(), "an agent already runs");
         let agent = self.agent_builder(contender).spawn();
         let ready = lab::wait_until(Duration::from_secs(60), || agent.log().contains("ready:"));
@@ -437,7 +437,7 @@ impl Bed {
 
     /// SIGTERM (the datapath stays), then `ip-masq cleanup`, which removes
     /// it: links, pins, chain and jump.
-    pub fn stop_agent(&mut self) -> anyhow::Result<()> {
+    pub(super) fn stop_agent(&mut self) -> anyhow::Result<()> {
         if let Some(mut agent) = self.agent.take() {
             let status = agent.signal_and_wait(libc::SIGTERM, Duration::from_secs(5));
             ensure!(status.is_some(), "agent did not exit on SIGTERM");
@@ -522,7 +522,7 @@ impl Bed {
 
     /// Forgets every conntrack entry in the node namespace, so that the next
     /// measurement starts from an empty table.
-    pub fn flush_conntrack(&self) -> anyhow::Result<()> {
+    pub(super) fn flush_conntrack(&self) -> anyhow::Result<()> {
         let output = command_in(&self.lab.node, "conntrack")?
             .arg("-F")
             .output()
@@ -537,13 +537,13 @@ impl Bed {
         Ok(())
     }
 
-    pub fn config_path(&self) -> std::path::PathBuf {
+    pub(super) fn config_path(&self) -> std::path::PathBuf {
         self.lab.config_path()
     }
 }
 
 /// The agent's default cap on the config file size (`MAX_CONFIG_BYTES`).
-pub const DEFAULT_MAX_CONFIG_BYTES: usize = 1024 * 1024;
+pub(super) const DEFAULT_MAX_CONFIG_BYTES: usize = 1024 * 1024;
 
 #[cfg(test)]
 mod tests {

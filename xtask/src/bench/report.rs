@@ -15,7 +15,7 @@ use super::{
 
 /// Where and how the benchmark ran.
 #[derive(Clone, Debug, Serialize)]
-pub struct Machine {
+pub(super) struct Machine {
     pub kernel: String,
     pub cpus: usize,
     pub cpu_model: String,
@@ -23,7 +23,7 @@ pub struct Machine {
 
 /// Knobs of this run.
 #[derive(Clone, Debug, Serialize)]
-pub struct Settings {
+pub(super) struct Settings {
     pub test_run_repeat: u32,
     pub test_run_rounds: u32,
     pub flow_rounds: Vec<usize>,
@@ -37,7 +37,7 @@ pub struct Settings {
 
 /// The median of one contender's samples.
 #[derive(Clone, Debug, Serialize)]
-pub struct Summary {
+pub(super) struct Summary {
     pub contender: Contender,
     pub median: f64,
     pub samples: usize,
@@ -47,7 +47,7 @@ pub struct Summary {
 /// measurement to the denominator measurement next to it, so that drift of
 /// a shared machine's load cancels out.
 #[derive(Clone, Debug, Serialize)]
-pub struct Ratio {
+pub(super) struct Ratio {
     pub name: String,
     pub value: f64,
     /// The lowest and highest of the pair ratios: the run's noise.
@@ -58,7 +58,7 @@ pub struct Ratio {
 
 /// New flows per second at one list size.
 #[derive(Clone, Debug, Serialize)]
-pub struct FlowSize {
+pub(super) struct FlowSize {
     pub cidrs: usize,
     /// How long iptables-restore took to load the (b) chain.
     pub chain_b_restore_ms: Option<f64>,
@@ -72,7 +72,7 @@ pub struct FlowSize {
 
 /// Bulk throughput.
 #[derive(Clone, Debug, Serialize)]
-pub struct Throughput {
+pub(super) struct Throughput {
     pub cidrs: usize,
     pub samples: Vec<ThroughputSample>,
     pub summary: Vec<Summary>,
@@ -81,7 +81,7 @@ pub struct Throughput {
 
 /// One of the issue's targets.
 #[derive(Clone, Debug, Serialize)]
-pub struct Target {
+pub(super) struct Target {
     pub name: String,
     pub target: String,
     pub measured: Option<String>,
@@ -91,7 +91,7 @@ pub struct Target {
 
 /// Everything one run measured.
 #[derive(Clone, Debug, Serialize)]
-pub struct Results {
+pub(super) struct Results {
     pub date: String,
     pub machine: Machine,
     pub wall_seconds: f64,
@@ -106,7 +106,7 @@ pub struct Results {
 }
 
 /// The median, or `None` for no values.
-pub fn median(values: &[f64]) -> Option<f64> {
+pub(super) fn median(values: &[f64]) -> Option<f64> {
     let mut sorted: Vec<f64> = values.iter().copied().filter(|v| v.is_finite()).collect();
     if sorted.is_empty() {
         return None;
@@ -122,7 +122,7 @@ pub fn median(values: &[f64]) -> Option<f64> {
 
 /// Median per contender of `(contender, position, value)` triples, in
 /// contender order.
-pub fn summarize(values: &[(Contender, usize, f64)]) -> Vec<Summary> {
+pub(super) fn summarize(values: &[(Contender, usize, f64)]) -> Vec<Summary> {
     let mut by_contender: BTreeMap<Contender, Vec<f64>> = BTreeMap::new();
     for (contender, _, value) in values {
         by_contender.entry(*contender).or_default().push(*value);
@@ -142,7 +142,7 @@ pub fn summarize(values: &[(Contender, usize, f64)]) -> Vec<Summary> {
 /// Each `numerator` measurement over the `denominator` measurement nearest
 /// to it in position (the later one on a tie: the schedule puts the
 /// reference right after each contender), then the median.
-pub fn paired_ratio(
+pub(super) fn paired_ratio(
     values: &[(Contender, usize, f64)],
     numerator: Contender,
     denominator: Contender,
@@ -172,7 +172,7 @@ pub fn paired_ratio(
 }
 
 /// The ratios the issue asks for, against bare MASQUERADE.
-pub fn ratios_to_masquerade(values: &[(Contender, usize, f64)]) -> Vec<Ratio> {
+pub(super) fn ratios_to_masquerade(values: &[(Contender, usize, f64)]) -> Vec<Ratio> {
     [
         Contender::IpMasq,
         Contender::Chain,
@@ -190,7 +190,7 @@ fn ratio_named<'a>(ratios: &'a [Ratio], name: &str) -> Option<&'a Ratio> {
 
 /// Judges the run against the issue's targets. Never loosened: a target
 /// that could not be measured is reported as such, not as a pass.
-pub fn targets(results: &Results) -> Vec<Target> {
+pub(super) fn targets(results: &Results) -> Vec<Target> {
     let mut out = Vec::new();
     for cidrs in [10_000, 100_000] {
         let ratio = results
@@ -262,7 +262,7 @@ pub fn targets(results: &Results) -> Vec<Target> {
 }
 
 /// Why each missed target was missed, from this run's own figures.
-pub fn explanations(results: &Results) -> Vec<String> {
+pub(super) fn explanations(results: &Results) -> Vec<String> {
     let mut out = Vec::new();
     let failed = |prefix: &str| {
         results
@@ -430,7 +430,7 @@ pub fn explanations(results: &Results) -> Vec<String> {
 }
 
 /// `10k`, `100k`, `64`.
-pub fn size_label(cidrs: usize) -> String {
+pub(super) fn size_label(cidrs: usize) -> String {
     if cidrs >= 1000 && cidrs.is_multiple_of(1000) {
         format!("{}k", cidrs / 1000)
     } else {
@@ -455,7 +455,7 @@ fn ratio_text(value: Option<f64>) -> String {
 }
 
 /// `bench/results.md`.
-pub fn markdown(results: &Results) -> String {
+pub(super) fn markdown(results: &Results) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "# ip-masq benchmark results\n");
     let _ = writeln!(
@@ -494,7 +494,7 @@ pub fn markdown(results: &Results) -> String {
 }
 
 /// The tables shared by `results.md` and the README's benchmark section.
-pub fn summary_tables(out: &mut String, results: &Results) {
+pub(super) fn summary_tables(out: &mut String, results: &Results) {
     if let Some(datapath) = &results.datapath {
         let _ = writeln!(
             out,

@@ -19,12 +19,12 @@ use crate::bench::node::Contender;
 const IPERF_PORT: &str = "5201";
 
 /// An iperf3 server on the external host, killed on drop.
-pub struct Server {
+pub(super) struct Server {
     child: Child,
 }
 
 impl Server {
-    pub fn start(bed: &Bed) -> anyhow::Result<Self> {
+    pub(super) fn start(bed: &Bed) -> anyhow::Result<Self> {
         let child = command_in(&bed.lab.external, "iperf3")?
             .args([
                 "-s",
@@ -49,14 +49,14 @@ impl Drop for Server {
 }
 
 /// The receiver's rate from `iperf3 -J` output, in bits per second.
-pub fn parse_iperf_bits_per_second(json: &str) -> Option<f64> {
+pub(super) fn parse_iperf_bits_per_second(json: &str) -> Option<f64> {
     let value: serde_json::Value = serde_json::from_str(json).ok()?;
     value["end"]["sum_received"]["bits_per_second"].as_f64()
 }
 
 /// One iperf3 run of `seconds` from the pod; retries while the server is
 /// still starting.
-pub fn run_client(bed: &Bed, seconds: u32) -> anyhow::Result<f64> {
+pub(super) fn run_client(bed: &Bed, seconds: u32) -> anyhow::Result<f64> {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let output = command_in(bed.pod_netns(), "iperf3")?
@@ -79,7 +79,7 @@ pub fn run_client(bed: &Bed, seconds: u32) -> anyhow::Result<f64> {
 
 /// One throughput run of one contender.
 #[derive(Clone, Debug, Serialize)]
-pub struct ThroughputSample {
+pub(super) struct ThroughputSample {
     pub contender: Contender,
     pub round: usize,
     /// Position in the phase, for pairing with the neighbouring reference.
@@ -89,7 +89,7 @@ pub struct ThroughputSample {
 
 /// How often our programs ran per packet the pod sent during a bulk flow.
 #[derive(Clone, Debug, Serialize)]
-pub struct RunCounts {
+pub(super) struct RunCounts {
     pub contender: Contender,
     /// Packets (skbs) the node received from the pod.
     pub packets: u64,
@@ -100,14 +100,18 @@ pub struct RunCounts {
 }
 
 impl RunCounts {
-    pub fn runs_per_packet(&self) -> f64 {
+    pub(super) fn runs_per_packet(&self) -> f64 {
         (self.classifier_runs + self.xt_bpf_runs) as f64 / self.packets.max(1) as f64
     }
 }
 
 /// Run counts of the programs `contender` uses (active on `bed`), over one
 /// bulk transfer.
-pub fn run_counts(bed: &Bed, contender: Contender, seconds: u32) -> anyhow::Result<RunCounts> {
+pub(super) fn run_counts(
+    bed: &Bed,
+    contender: Contender,
+    seconds: u32,
+) -> anyhow::Result<RunCounts> {
     let _stats = bpfstats::enable()?;
     let interface = bed.pod_interface().to_owned();
     let before = (
@@ -129,7 +133,7 @@ pub fn run_counts(bed: &Bed, contender: Contender, seconds: u32) -> anyhow::Resu
 }
 
 /// Checks that run counts were measured on real traffic.
-pub fn check_run_counts(counts: &RunCounts) -> anyhow::Result<()> {
+pub(super) fn check_run_counts(counts: &RunCounts) -> anyhow::Result<()> {
     ensure!(
         counts.packets > 1000,
         "{}: only {} packets seen on the pod interface",

@@ -210,7 +210,7 @@ struct Watched {
 }
 
 impl Watched {
-    fn check(&mut self, write: String) {
+    fn check(&mut self, write: &str) {
         for (address, old, new) in &self.probes {
             let now = decide(&self.inner.entries, address);
             if now != *old && now != *new {
@@ -224,12 +224,12 @@ impl Watched {
 impl PrefixStore for Watched {
     fn upsert(&mut self, prefix: IpNet, action: Action) -> Result<(), std::io::Error> {
         self.inner.upsert(prefix, action)?;
-        self.check(format!("+{prefix}"));
+        self.check(&format!("+{prefix}"));
         Ok(())
     }
     fn remove(&mut self, prefix: IpNet) -> Result<(), std::io::Error> {
         self.inner.remove(prefix)?;
-        self.check(format!("-{prefix}"));
+        self.check(&format!("-{prefix}"));
         Ok(())
     }
     fn capacity(&self, prefix: &IpNet) -> usize {

@@ -90,7 +90,7 @@ fn read_entries(
     v6: &LpmTrie<MapData, [u8; 16], u8>,
 ) -> Result<Vec<(IpNet, u8)>, DatapathError> {
     let mut entries = Vec::new();
-    for item in v4.iter() {
+    for item in v4 {
         let (key, value) = item?;
         let net =
             Ipv4Net::new(Ipv4Addr::from(key.data()), key.prefix_len() as u8).map_err(|_| {
@@ -101,7 +101,7 @@ fn read_entries(
             })?;
         entries.push((IpNet::V4(net), value));
     }
-    for item in v6.iter() {
+    for item in v6 {
         let (key, value) = item?;
         let net =
             Ipv6Net::new(Ipv6Addr::from(key.data()), key.prefix_len() as u8).map_err(|_| {

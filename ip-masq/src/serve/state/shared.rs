@@ -69,7 +69,7 @@ impl Shared {
         // matters: every field is replaced whole.
         self.inner
             .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Changes the status.
