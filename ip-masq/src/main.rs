@@ -72,7 +72,7 @@ fn main() -> ExitCode {
             .map(|text| print!("{text}"))
             .map(|()| ExitCode::SUCCESS)
             .map_err(Into::into),
-        Command::Cleanup(args) => commands::cleanup(&(&args).into())
+        Command::Cleanup(args) => commands::cleanup::cleanup(&(&args).into())
             .map(|text| print!("{text}"))
             .map(|()| ExitCode::SUCCESS)
             .map_err(Into::into),

@@ -614,6 +614,7 @@ fn invalid_file_at_first_start_masquerades_nothing_until_a_valid_one() {
 #[test]
 #[ignore = "needs root"]
 fn restart_on_an_invalid_file_keeps_the_restored_table() {
+    const READY_LINE: &str = "ready: maps filled";
     let lab = Lab::new(LabOptions::default());
     // Unlike the defaults: the outside address keeps the pod IP, the inside
     // one is masqueraded.
@@ -656,10 +657,21 @@ fn restart_on_an_invalid_file_keeps_the_restored_table() {
     assert_eq!(code, 503, "{body}");
     assert!(body.contains("last config reload failed"), "{body}");
     assert!(!body.contains("no earlier table"), "{body}");
+    // Not ready, so no "ready:" either: the log and /readyz agree.
+    assert_eq!(agent.count_in_log(READY_LINE), 0, "{}", agent.log());
 
     lab.write_config("nonMasqueradeCIDRs: [172.16.0.0/12]\n");
     wait_until_sees(&lab, pod, EXTERNAL_INSIDE_V4, pod.ipv4);
     assert_sees(&lab, pod, EXTERNAL_OUTSIDE_V4, node);
+    // Ready once the valid file is applied, and said once.
+    assert!(
+        wait_until(Duration::from_secs(5), || agent.count_in_log(READY_LINE)
+            == 1),
+        "{}",
+        agent.log()
+    );
+    let (code, body) = lab.node.http_get(METRICS, "/readyz");
+    assert_eq!(code, 200, "{body}");
 }
 
 /// Swaps two directories atomically (`renameat2(RENAME_EXCHANGE)`), so

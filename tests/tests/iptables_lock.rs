@@ -65,6 +65,7 @@ fn cleanup(netns: &Netns, scratch: &Path, lock_file: &Path) -> Output {
 }
 
 #[test]
+#[ignore = "needs root"]
 fn a_held_xtables_lock_fails_the_command_with_a_clear_error() {
     let scratch = Scratch::new();
     let bin = scratch.0.join("bin");
@@ -98,5 +99,10 @@ fn a_held_xtables_lock_fails_the_command_with_a_clear_error() {
         "{}",
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(String::from_utf8_lossy(&output.stdout).contains("removed V4 chain IP-MASQ-AGENT"));
+    // Nothing of ours in the scratch namespace, and cleanup says so.
+    let said = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        said.contains("nothing of ip-masq's found: nothing removed"),
+        "{said}"
+    );
 }

@@ -72,6 +72,26 @@ fn command_in(lab: &Lab, command: &str, extra: &[&str]) -> Output {
     ip_masq(&lab.node, &args)
 }
 
+/// `cleanup` succeeded and said each of `said` and none of `not_said`.
+fn assert_cleanup_said(output: &Output, said: &[&str], not_said: &[&str]) {
+    assert!(output.status.success(), "{}", describe(output));
+    let text = stdout(output);
+    for line in said {
+        assert!(
+            text.contains(line),
+            "missing {line:?}: {}",
+            describe(output)
+        );
+    }
+    for line in not_said {
+        assert!(
+            !text.contains(line),
+            "unexpected {line:?}: {}",
+            describe(output)
+        );
+    }
+}
+
 fn json_of(output: &Output) -> Value {
     serde_json::from_slice(&output.stdout)
         .unwrap_or_else(|err| panic!("not JSON ({err}): {}", describe(output)))
@@ -447,6 +467,20 @@ struct Case {
     teardown: &'static [&'static [&'static str]],
 }
 
+/// What the CNI bridge plugin writes for a pod of a network with
+/// `"ipMasq": true`: a chain per pod, jumped to after our jump.
+const CNI_IP_MASQ: &str = r#"
+iptables -w -t nat -N CNI-499dbcdc1e6dee0bf6d9702d
+iptables -w -t nat -A CNI-499dbcdc1e6dee0bf6d9702d -d 10.244.0.0/24 -m comment --comment 'name: "cbr0" id: "4f1c"' -j ACCEPT
+iptables -w -t nat -A CNI-499dbcdc1e6dee0bf6d9702d ! -d 224.0.0.0/4 -m comment --comment 'name: "cbr0" id: "4f1c"' -j MASQUERADE
+iptables -w -t nat -A POSTROUTING -s 10.244.0.5/32 -m comment --comment 'name: "cbr0" id: "4f1c"' -j CNI-499dbcdc1e6dee0bf6d9702d
+"#;
+const CNI_IP_MASQ_REMOVED: &str = r#"
+iptables -w -t nat -D POSTROUTING -s 10.244.0.5/32 -m comment --comment 'name: "cbr0" id: "4f1c"' -j CNI-499dbcdc1e6dee0bf6d9702d
+iptables -w -t nat -F CNI-499dbcdc1e6dee0bf6d9702d
+iptables -w -t nat -X CNI-499dbcdc1e6dee0bf6d9702d
+"#;
+
 const DOCKER: &[&str] = &[
     "POSTROUTING",
     "-s",
@@ -631,12 +665,29 @@ fn doctor_finds_each_conflict_in_real_rules() {
     );
     let text = stdout(&command_in(&lab, "doctor", &[]));
     assert!(text.starts_with("no problems found"), "{text}");
+    let status = command_in(&lab, "status", &[]);
+    assert_eq!(status.status.code(), Some(0), "{}", describe(&status));
 
     for case in CASES {
         apply_case(&lab.node, case.setup);
         let (code, kinds, report) = doctor_kinds(&lab);
         assert_eq!(code, Some(1), "{}: {report:#}", case.name);
         assert_eq!(kinds, case.expected, "{}: {report:#}", case.name);
+        // status fails on the same defeat, and points to doctor.
+        let status = command_in(&lab, "status", &["--json"]);
+        assert_eq!(status.status.code(), Some(1), "{}", describe(&status));
+        let problems = json_of(&status)["problems"].clone();
+        for kind in case.expected {
+            assert!(
+                problems.as_array().unwrap().iter().any(|problem| {
+                    problem.as_str().is_some_and(|p| {
+                        p.starts_with(&format!("[{kind}]")) && p.contains("ip-masq doctor")
+                    })
+                }),
+                "{}: {kind} not in status problems {problems:#}",
+                case.name
+            );
+        }
         apply_case(&lab.node, case.teardown);
         assert_eq!(
             doctor_kinds(&lab).1,
@@ -645,6 +696,25 @@ fn doctor_finds_each_conflict_in_real_rules() {
             case.name
         );
     }
+
+    // The CNI bridge plugin's own masquerade, named with its network.
+    lab.node.exec_ok("sh", &["-ec", CNI_IP_MASQ]);
+    let (code, kinds, report) = doctor_kinds(&lab);
+    assert_eq!(code, Some(1), "{report:#}");
+    assert_eq!(kinds, ["cni-masquerade"], "{report:#}");
+    let problem = report["findings"][0]["problem"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(problem.contains("\"cbr0\""), "{report:#}");
+    let status = command_in(&lab, "status", &[]);
+    assert_eq!(status.status.code(), Some(1), "{}", describe(&status));
+    assert!(
+        stdout(&status).contains("[cni-masquerade]"),
+        "{}",
+        describe(&status)
+    );
+    lab.node.exec_ok("sh", &["-ec", CNI_IP_MASQ_REMOVED]);
+    assert_eq!(doctor_kinds(&lab).1, Vec::<String>::new());
 
     // Our own jump gone.
     let jump = delete_our_jump(&lab.node);
@@ -855,8 +925,15 @@ fn cleanup_leaves_nothing_behind() {
         .signal_and_wait(libc::SIGTERM, EXIT_TIMEOUT)
         .expect("agent exits");
 
-    let output = command_in(&lab, "cleanup", &[]);
-    assert!(output.status.success(), "{}", describe(&output));
+    assert_cleanup_said(
+        &command_in(&lab, "cleanup", &[]),
+        &[
+            "removed IPv4 chain IP-MASQ-AGENT and its jump\n",
+            "removed the pin directory ",
+            "removed state file ",
+        ],
+        &["warning"],
+    );
 
     let nat = lab.node.iptables_save("iptables", "nat");
     assert!(!nat.contains("IP-MASQ-AGENT"), "rules left:\n{nat}");
@@ -898,4 +975,55 @@ fn cleanup_leaves_nothing_behind() {
     // With nothing installed, the pods' traffic is not masqueraded at all.
     let pod = &lab.pods[0];
     assert_eq!(send_udp(&lab, pod, EXTERNAL_OUTSIDE_V4, 1), pod.ipv4);
+
+    // A second cleanup finds nothing and says so.
+    assert_cleanup_said(
+        &command_in(&lab, "cleanup", &[]),
+        &["nothing of ip-masq's found: nothing removed"],
+        &["removed IPv4"],
+    );
+}
+
+/// Rules live in a network namespace, pins on a bpffs every namespace
+/// sees: a cleanup run outside the node's network namespace (a pod without
+/// hostNetwork) removes the pins, finds no rules, and says the node may
+/// still have them instead of claiming it removed them.
+#[test]
+#[ignore = "needs root"]
+fn cleanup_outside_the_nodes_network_namespace_says_so() {
+    let lab = Lab::new(LabOptions::default());
+    let mut agent = lab.start_agent(&[]);
+    agent
+        .signal_and_wait(libc::SIGTERM, EXIT_TIMEOUT)
+        .expect("agent exits");
+    let elsewhere = Netns::new("ipm-other-");
+    let mut args = vec!["cleanup".to_owned()];
+    args.extend(installed_args(&lab));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    assert_cleanup_said(
+        &ip_masq(&elsewhere, &args),
+        &[
+            "no IPv4 chain IP-MASQ-AGENT and no jump to it in this network namespace",
+            "warning: no rules of ip-masq's in this network namespace",
+            "hostNetwork: true",
+        ],
+        &["removed IPv4"],
+    );
+    let nat = lab.node.iptables_save("iptables", "nat");
+    assert!(
+        nat.contains("-j IP-MASQ-AGENT"),
+        "the node's jump went:\n{nat}"
+    );
+
+    // In the node's namespace the rules are found and removed.
+    assert_cleanup_said(
+        &command_in(&lab, "cleanup", &[]),
+        &[
+            "removed IPv4 chain IP-MASQ-AGENT and its jump\n",
+            "no pin directory ",
+        ],
+        &[],
+    );
+    let nat = lab.node.iptables_save("iptables", "nat");
+    assert!(!nat.contains("IP-MASQ-AGENT"), "rules left:\n{nat}");
 }

@@ -318,7 +318,13 @@ fn restart_replaces_the_pins_and_the_rules_follow() {
         .filter(|name| name.contains("staging"))
         .collect();
     assert!(staging.is_empty(), "staging pins left: {staging:?}");
+    // Unpinning drops the kernel's last reference to a link, and the kernel
+    // frees (detaches) it from a workqueue: on a loaded machine that can
+    // lag the agent's ready state by a moment.
     for interface in node_interfaces(&lab) {
+        wait_until(Duration::from_secs(10), || {
+            lab.node.tcx_ingress_programs(&interface).is_empty()
+        });
         assert_eq!(
             lab.node.tcx_ingress_programs(&interface),
             Vec::<String>::new(),

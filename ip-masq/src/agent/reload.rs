@@ -91,7 +91,7 @@ impl<K: Maps + Links, R: Rules> Agent<K, R> {
             warn!(config = %path.display(), "{warning}");
         }
         let decoded_at = Instant::now();
-        let decode_ms = elapsed_ms(started) - read_ms;
+        let decode_ms = round_ms(elapsed_ms(started) - read_ms);
         let desired = Table::effective(&parsed.config, self.options.parse.enable_ipv6);
         // What the maps decided before, to find the flows the change flips.
         let before = self.connections.as_ref().map(|_| self.applied.clone());
@@ -226,5 +226,24 @@ impl<K: Maps + Links, R: Rules> Agent<K, R> {
 }
 
 fn elapsed_ms(since: Instant) -> f64 {
-    since.elapsed().as_secs_f64() * 1000.0
+    round_ms(since.elapsed().as_secs_f64() * 1000.0)
+}
+
+/// Milliseconds to the microsecond, so that a log field reads
+/// `decode_ms=0.147`, not `0.14729899999999999`.
+fn round_ms(ms: f64) -> f64 {
+    (ms * 1000.0).round() / 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::round_ms;
+
+    #[test]
+    fn durations_in_logs_carry_no_float_noise() {
+        assert_eq!(round_ms(0.147_298_999_999_999_99).to_string(), "0.147");
+        assert_eq!(round_ms(0.3 - 0.1).to_string(), "0.2");
+        assert_eq!(format!("{:?}", round_ms(1.234_567_8)), "1.235");
+        assert_eq!(round_ms(12.0).to_string(), "12");
+    }
 }

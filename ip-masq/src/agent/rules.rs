@@ -5,6 +5,7 @@ use tracing::{error, info, warn};
 
 use crate::error::error_chain;
 use crate::kernel::iptables::RulesError;
+use crate::serve::state::not_ready_reasons;
 
 use super::Agent;
 use super::host::{Links, Maps, Rules};
@@ -57,29 +58,27 @@ impl<K: Maps + Links, R: Rules> Agent<K, R> {
         }
     }
 
-    /// Logs "ready:" once, when the table is in force and the rules are in
-    /// place for the first time.
+    /// Logs "ready:" once, when `/readyz` would first answer 200: a table
+    /// in force, the rules in place, the last reload applied and every
+    /// selected interface attached. A restart on a refused file keeps the
+    /// restored table but is not ready (its own log line says why), so the
+    /// log and `/readyz` never disagree.
     pub(super) fn announce_ready(&mut self) {
         if self.ready_announced {
             return;
         }
         let status = self.shared.snapshot();
-        if !status.startup_complete || !status.rules_installed {
+        if !status.startup_complete
+            || !status.rules_installed
+            || !not_ready_reasons(&status, &[]).is_empty()
+        {
             return;
         }
         self.ready_announced = true;
-        if self.config.is_some() {
-            info!(
-                interfaces = self.attached.len(),
-                "ready: maps filled, classifier attached, rules in place"
-            );
-        } else {
-            info!(
-                interfaces = self.attached.len(),
-                restored_entries = self.applied.len(),
-                "ready: the restored table stays in force until a valid config arrives, classifier attached, rules in place"
-            );
-        }
+        info!(
+            interfaces = self.attached.len(),
+            "ready: maps filled, classifier attached, rules in place"
+        );
     }
 
     /// Installs or repairs the rules, and tells the readiness check what it

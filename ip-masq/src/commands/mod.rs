@@ -1,29 +1,26 @@
-//! The one-shot subcommands: `check`, `dump` and `cleanup` here; `status`
+//! The one-shot subcommands: `check` and `dump` here; `cleanup`, `status`
 //! and `doctor` in their own modules, on what `installed` resolves and
 //! `probe` reads.
 
-use std::{fmt::Write as _, fs, io, path::Path};
+use std::{fmt::Write as _, io};
 
 use ip_masq_common::Action;
 use ipnet::IpNet;
 use serde::Serialize;
 use thiserror::Error;
 
-use crate::agent::PinDirLock;
 use crate::agent::source;
 use crate::agent::source::ReadError;
 use crate::kernel::datapath;
 use crate::kernel::datapath::DatapathError;
-use crate::kernel::iptables::Installer;
-use crate::kernel::iptables::RuleSet;
 use crate::kernel::iptables::RulesError;
-use crate::model::Family;
-use crate::options::{CheckOptions, CleanupOptions, DumpOptions};
+use crate::options::{CheckOptions, DumpOptions};
 use ip_masq_config as config;
 use ip_masq_config::MasqConfig;
 use ip_masq_config::table::Origin;
 use ip_masq_config::table::Table;
 
+pub mod cleanup;
 pub mod doctor;
 pub mod installed;
 pub mod preview;
@@ -357,80 +354,4 @@ pub fn dump(args: &DumpOptions) -> Result<String, CommandError> {
         );
     }
     Ok(out)
-}
-
-/// `ip-masq cleanup`: removes the jump, the chain, every link pin (which
-/// detaches the classifier), the map pins, the xt_bpf socket filter pins
-/// and the pin directory. The chain goes first, so no rule is left naming a
-/// socket filter pin that is gone.
-///
-/// # Errors
-/// Fails when an agent still runs on the pin directory, or a removal fails.
-pub fn cleanup(args: &CleanupOptions) -> Result<String, CommandError> {
-    let mut out = String::new();
-    let rules = RuleSet {
-        chain: args.masq_chain.clone(),
-        mark: ip_masq_common::DEFAULT_KEEP_SOURCE_MARK,
-        random_fully: false,
-        // Removal goes by chain name and jump only; these two do not matter.
-        datapath: crate::model::DatapathMode::default(),
-        pin_dir: args.pin_path.clone(),
-        to_ports: crate::model::ports::PortRanges::default(),
-    };
-    // Refuse before touching anything while an agent still runs: it would
-    // put everything back, and half a cleanup helps nobody.
-    let lock = if args.pin_path.exists() {
-        Some(PinDirLock::acquire(&args.pin_path)?)
-    } else {
-        None
-    };
-    let state_file = crate::serve::state::state_file_path(&args.state_dir, &args.pin_path);
-    // An agent that ran with IPv6 left ip6tables rules too.
-    let ran_ipv6 = crate::serve::state::read_state(&state_file)
-        .ok()
-        .flatten()
-        .is_some_and(|state| state.ipv6);
-    let mut families = vec![Family::V4];
-    if args.enable_ipv6 || ran_ipv6 {
-        families.push(Family::V6);
-    }
-    for family in families {
-        Installer::new(family, rules.clone()).remove()?;
-        let _ = writeln!(
-            out,
-            "removed {family:?} chain {} and its jump",
-            args.masq_chain
-        );
-    }
-    if let Some(lock) = lock {
-        remove_tree(&args.pin_path)?;
-        drop(lock);
-        let _ = writeln!(out, "removed pins under {}", args.pin_path.display());
-    }
-    if crate::serve::state::remove_state(&state_file)? {
-        let _ = writeln!(out, "removed state file {}", state_file.display());
-    }
-    Ok(out)
-}
-
-/// Removes a bpffs tree. Unpinning a link detaches its program once no
-/// process holds the link open.
-fn remove_tree(path: &Path) -> Result<(), CommandError> {
-    let remove_err = |source| CommandError::Remove {
-        path: path.display().to_string(),
-        source,
-    };
-    for entry in fs::read_dir(path).map_err(remove_err)? {
-        let entry = entry.map_err(remove_err)?;
-        let child = entry.path();
-        if entry.file_type().map_err(remove_err)?.is_dir() {
-            remove_tree(&child)?;
-        } else {
-            fs::remove_file(&child).map_err(|source| CommandError::Remove {
-                path: child.display().to_string(),
-                source,
-            })?;
-        }
-    }
-    fs::remove_dir(path).map_err(remove_err)
 }

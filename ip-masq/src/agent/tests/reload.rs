@@ -221,6 +221,14 @@ fn a_restored_table_stays_in_force_over_a_bad_file() {
     );
     assert_eq!(harness.rules().ensures, 1, "the restored table decides");
     assert!(harness.status().rules_installed);
+    // In force but not ready (the file was refused): no "ready:" while
+    // /readyz says 503.
+    assert!(!not_ready_reasons(&harness.status(), &[]).is_empty());
+    assert!(!harness.agent.ready_announced);
+    harness.write_config(TEN);
+    harness.agent.on_config_change();
+    harness.agent.announce_ready();
+    assert!(not_ready_reasons(&harness.status(), &[]).is_empty());
     assert!(harness.agent.ready_announced);
 }
 

@@ -51,6 +51,9 @@ pub(crate) enum FindingKind {
     FlannelMasquerade,
     /// kubelet's `--non-masquerade-cidr` rule.
     KubeletMasquerade,
+    /// The CNI bridge or ptp plugin's `ipMasq: true` (a `CNI-…` chain per
+    /// pod, commented with the network's name).
+    CniMasquerade,
     /// Any other MASQUERADE or SNAT that pod traffic can reach.
     OtherSnat,
     /// A rule that writes or matches our mark bit.
@@ -130,7 +133,31 @@ pub fn run(args: &InstalledOptions) -> Result<Report, InspectError> {
     })
 }
 
-fn gather(installed: &Installed) -> Result<Inputs, InspectError> {
+/// The findings that `status` reports too, one line each: all but the
+/// missing jump and interfaces without the classifier, which status finds
+/// itself. Pure.
+pub(crate) fn defeats(findings: &[Finding]) -> Vec<String> {
+    findings
+        .iter()
+        .filter(|finding| {
+            !matches!(
+                finding.kind,
+                FindingKind::JumpMissing | FindingKind::InterfaceWithoutProgram
+            )
+        })
+        .map(|finding| {
+            format!(
+                "[{}] {}: {} (`ip-masq doctor` says how to fix it)",
+                render::kind_name(finding.kind),
+                finding.location,
+                finding.problem.trim_end_matches('.')
+            )
+        })
+        .collect()
+}
+
+/// Reads what the analysis needs from the node.
+pub(crate) fn gather(installed: &Installed) -> Result<Inputs, InspectError> {
     let mut listings = Vec::new();
     for family in installed.families() {
         listings.extend(backends::save_listings(family)?);

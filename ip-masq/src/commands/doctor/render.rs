@@ -35,7 +35,7 @@ pub(super) fn render(findings: &[Finding]) -> String {
     out
 }
 
-fn kind_name(kind: FindingKind) -> String {
+pub(super) fn kind_name(kind: FindingKind) -> String {
     serde_json::to_value(kind)
         .ok()
         .and_then(|value| value.as_str().map(str::to_owned))

@@ -115,6 +115,59 @@ fn old_flannel_rules_by_comment() {
 }
 
 #[test]
+fn status_reports_defeats_but_not_what_it_finds_itself() {
+    let finding = |kind| Finding {
+        kind,
+        location: "iptables-nft nat POSTROUTING".into(),
+        evidence: "-A POSTROUTING -j MASQUERADE".into(),
+        problem: "MASQUERADE rule outside ip-masq's chain.".into(),
+        fix: "turn it off".into(),
+    };
+    let lines = defeats(&[
+        finding(FindingKind::JumpMissing),
+        finding(FindingKind::CniMasquerade),
+        finding(FindingKind::InterfaceWithoutProgram),
+        finding(FindingKind::MarkConflict),
+    ]);
+    assert_eq!(
+        lines,
+        [
+            "[cni-masquerade] iptables-nft nat POSTROUTING: MASQUERADE rule outside ip-masq's chain (`ip-masq doctor` says how to fix it)",
+            "[mark-conflict] iptables-nft nat POSTROUTING: MASQUERADE rule outside ip-masq's chain (`ip-masq doctor` says how to fix it)",
+        ]
+    );
+}
+
+#[test]
+fn cni_bridge_ip_masq_is_named_with_its_network() {
+    // What the bridge plugin (containernetworking-plugins 1.1) writes for a
+    // pod of a network with "ipMasq": true, after our jump.
+    let comment = r#"-m comment --comment "name: \"k8s-pod-network\" id: \"4f1c\"""#;
+    let chain = "CNI-499dbcdc1e6dee0bf6d9702d";
+    let rules = [
+        JUMP.to_owned(),
+        OUR_CHAIN.to_owned(),
+        format!("-A POSTROUTING -s 10.244.0.5/32 {comment} -j {chain}"),
+        format!("-A {chain} -d 10.244.0.0/24 {comment} -j ACCEPT"),
+        format!("-A {chain} ! -d 224.0.0.0/4 {comment} -j MASQUERADE"),
+    ];
+    let rules: Vec<&str> = rules.iter().map(String::as_str).collect();
+    let findings = analyze(&inputs(save(&rules, &[chain], "")));
+    assert_eq!(kinds(&findings), [FindingKind::CniMasquerade]);
+    let finding = &findings[0];
+    assert!(
+        finding.problem.contains("\"k8s-pod-network\""),
+        "{finding:?}"
+    );
+    assert!(finding.problem.contains("ipMasq"), "{finding:?}");
+    assert!(finding.fix.contains("\"ipMasq\": false"), "{finding:?}");
+    assert_eq!(
+        serde_json::to_value(FindingKind::CniMasquerade).unwrap(),
+        "cni-masquerade"
+    );
+}
+
+#[test]
 fn kubelet_non_masquerade_cidr_rule() {
     let rule = "-A POSTROUTING ! -d 10.0.0.0/8 -m comment --comment \"kubenet: SNAT for outbound traffic from cluster\" -m addrtype ! --dst-type LOCAL -j MASQUERADE";
     let findings = analyze(&inputs(save(&[rule, JUMP, OUR_CHAIN], &[], "")));

@@ -1,6 +1,6 @@
-//! Who wrote a SNAT rule: Docker, flannel and kubelet by their rules'
-//! shapes and comments, Calico by its chains, a left-over ip-masq chain on
-//! the other backend; each with its own fix.
+//! Who wrote a SNAT rule: Docker, flannel, kubelet and the CNI bridge and
+//! ptp plugins by their rules' shapes and comments, Calico by its chains, a
+//! left-over ip-masq chain on the other backend; each with its own fix.
 
 use crate::commands::doctor::snat::Position;
 use crate::commands::doctor::{Finding, FindingKind};
@@ -80,6 +80,23 @@ pub(super) fn classify(
             ),
         };
     }
+    if let Some(network) = cni_network(comment)
+        && path
+            .iter()
+            .any(|chain| chain.starts_with("CNI-") && !chain.starts_with("CNI-HOSTPORT-"))
+    {
+        return Finding {
+            kind: FindingKind::CniMasquerade,
+            location,
+            evidence: rule.text.clone(),
+            problem: format!(
+                "the CNI network \"{network}\" masquerades its pods' traffic itself (the bridge or ptp plugin's \"ipMasq\": true): {when}."
+            ),
+            fix: format!(
+                "Set \"ipMasq\": false for the network \"{network}\" in the CNI config (/etc/cni/net.d/), so that new pods get no such chain; a pod created before keeps its chain until it is recreated, or remove the rule by hand: {delete}"
+            ),
+        };
+    }
     let owner = if path.iter().any(|chain| chain.starts_with("cali-")) {
         " It is Calico's natOutgoing: set `natOutgoing: false` on the IPPool (calicoctl patch ippool NAME -p '{\"spec\":{\"natOutgoing\":false}}') and let ip-masq decide."
     } else if position == Position::OtherBackend && path.iter().any(|c| c == chain) {
@@ -95,5 +112,29 @@ pub(super) fn classify(
         fix: format!(
             "Find the component that owns it (its comment or chain name) and turn its masquerading off, or make it RETURN for the non-masquerade destinations; to remove it by hand: {delete}.{owner}"
         ),
+    }
+}
+
+/// The network name in the comment that the CNI plugins' `ipMasq` puts on
+/// each of its rules: `name: "NET" id: "CONTAINER"`.
+fn cni_network(comment: &str) -> Option<&str> {
+    let rest = comment.strip_prefix("name: \"")?;
+    let (name, rest) = rest.split_once('"')?;
+    rest.trim_start().starts_with("id: ").then_some(name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cni_network;
+
+    #[test]
+    fn the_cni_network_is_read_from_the_plugins_comment_only() {
+        assert_eq!(cni_network(r#"name: "a b" id: "c""#), Some("a b"));
+        assert_eq!(
+            cni_network(r#"name: "k8s-pod-network" id: "4f1c""#),
+            Some("k8s-pod-network")
+        );
+        assert_eq!(cni_network("dnat name: \"x\""), None);
+        assert_eq!(cni_network(r#"name: "x" other"#), None);
     }
 }

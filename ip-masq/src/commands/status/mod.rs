@@ -18,7 +18,15 @@ use crate::options::InstalledOptions;
 /// at all; missing pieces are problems in the report, not errors.
 pub fn run(args: &InstalledOptions) -> Result<Report, InspectError> {
     let installed = Installed::resolve(args)?;
-    let document = document::gather(&installed)?;
+    let mut document = document::gather(&installed)?;
+    // What doctor calls a defeat (another masquerade, a mark conflict, a
+    // foreign program) fails status too, pointing to doctor for the fix.
+    if let Ok(inputs) = crate::commands::doctor::gather(&installed) {
+        let findings = crate::commands::doctor::analyze(&inputs);
+        document
+            .problems
+            .extend(crate::commands::doctor::defeats(&findings));
+    }
     let output = if args.json {
         render::json(&document)
     } else {

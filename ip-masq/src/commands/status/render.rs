@@ -18,7 +18,13 @@ pub(super) fn json(document: &StatusDocument) -> String {
 
 fn format_time(unix: f64) -> String {
     let age = state::unix_now() - unix;
-    format!("{unix:.0} (unix time, {age:.0}s ago)")
+    format!("{} ({age:.0}s ago)", utc_date(unix))
+}
+
+/// A Unix time as an RFC 3339 date in UTC, to the second.
+fn utc_date(unix: f64) -> String {
+    let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs_f64(unix.max(0.0));
+    humantime::format_rfc3339_seconds(at).to_string()
 }
 
 pub(super) fn render(document: &StatusDocument, chain: &str) -> String {
@@ -173,4 +179,18 @@ pub(super) fn render(document: &StatusDocument, chain: &str) -> String {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{format_time, utc_date};
+
+    #[test]
+    fn times_are_shown_as_utc_dates() {
+        assert_eq!(utc_date(0.0), "1970-01-01T00:00:00Z");
+        assert_eq!(utc_date(951_782_400.5), "2000-02-29T00:00:00Z");
+        assert_eq!(utc_date(1_796_119_779.2), "2026-12-01T10:09:39Z");
+        assert_eq!(utc_date(4_102_444_799.0), "2099-12-31T23:59:59Z");
+        assert!(format_time(1_796_119_779.0).starts_with("2026-12-01T10:09:39Z ("));
+    }
 }

@@ -29,6 +29,15 @@ impl Repairs {
     }
 }
 
+/// What [`Installer::remove`] found and removed.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Removed {
+    /// POSTROUTING jumps to the chain.
+    pub jumps: usize,
+    /// Whether the chain existed.
+    pub chain: bool,
+}
+
 /// What one listing of the nat table shows of our rules.
 struct Found {
     /// Our chain's rules as listed, `None` when the chain does not exist.
@@ -124,7 +133,7 @@ impl Installer {
     ///
     /// # Errors
     /// Fails when iptables refuses to delete what exists.
-    pub(crate) fn remove(&self) -> Result<(), RulesError> {
+    pub(crate) fn remove(&self) -> Result<Removed, RulesError> {
         let found = self.look()?;
         for _ in 0..found.jumps {
             self.jump("-D")?;
@@ -134,7 +143,10 @@ impl Installer {
             runner::iptables(&*self.runner, self.family, &["-t", "nat", "-F", chain])?;
             runner::iptables(&*self.runner, self.family, &["-t", "nat", "-X", chain])?;
         }
-        Ok(())
+        Ok(Removed {
+            jumps: found.jumps,
+            chain: found.chain.is_some(),
+        })
     }
 
     /// Lists the nat table and picks out our chain and jumps.

@@ -21,7 +21,7 @@ mod rules;
 pub(crate) mod runner;
 pub(crate) mod save;
 
-pub use installer::{Installer, Repairs};
+pub use installer::{Installer, Removed, Repairs};
 pub use rules::{RuleSet, supports_random_fully};
 pub(crate) use rules::{validate_chain_name, validate_pin_path};
 pub use runner::iptables_version;

@@ -262,7 +262,14 @@ fn remove_lists_once_and_leaves_nothing() {
     installer(&fake).ensure().unwrap();
     fake.edit(|lines| lines.push(JUMP.into()));
     fake.take_calls();
-    installer(&fake).remove().unwrap();
+    let removed = installer(&fake).remove().unwrap();
+    assert_eq!(
+        removed,
+        Removed {
+            jumps: 2,
+            chain: true
+        }
+    );
     let (calls, listings) = fake.take_calls();
     assert_eq!(listings, 1, "{calls:#?}");
     assert_eq!(
@@ -271,8 +278,8 @@ fn remove_lists_once_and_leaves_nothing() {
         "two deletions, a flush and a delete: {calls:#?}"
     );
     assert_eq!(fake.lines(), ["-P POSTROUTING ACCEPT"]);
-    // Nothing installed: nothing to do but look.
-    installer(&fake).remove().unwrap();
+    // Nothing installed: nothing to do but look, and nothing reported.
+    assert_eq!(installer(&fake).remove().unwrap(), Removed::default());
     assert_eq!(fake.take_calls().0.len(), 1);
 }
 
