@@ -165,7 +165,13 @@ fn the_kustomization_lists_every_manifest_and_its_files_exist() {
         .iter()
         .map(|r| deploy_dir().join(r.as_str().expect("path")))
         .collect();
-    assert_eq!(resources, manifests());
+    // Everything but the cleanup DaemonSet, which is applied on its own
+    // after the agent is gone.
+    let installed: Vec<PathBuf> = manifests()
+        .into_iter()
+        .filter(|path| !path.ends_with("cleanup.yaml"))
+        .collect();
+    assert_eq!(resources, installed);
     let generator = &kustomization["configMapGenerator"][0];
     assert_eq!(generator["name"], "ip-masq-agent");
     for file in generator["files"].as_array().expect("files") {
@@ -297,6 +303,71 @@ fn the_daemonset_matches_the_binary() {
             "`run --help` shows {default}:\n{defaults}"
         );
     }
+}
+
+/// The cleanup DaemonSet runs `ip-masq cleanup` where the agent's rules
+/// and pins are: the node's network namespace and the agent's own hostPath
+/// mounts.
+#[test]
+fn the_cleanup_daemonset_reaches_what_the_agent_installed() {
+    let agent = load_yaml(&deploy_dir().join("ip-masq.yaml"));
+    let agent = agent
+        .iter()
+        .find(|d| d["kind"] == "DaemonSet")
+        .expect("the agent's DaemonSet");
+    let cleanup = load_yaml(&deploy_dir().join("cleanup.yaml"));
+    assert_eq!(cleanup.len(), 1);
+    let cleanup = &cleanup[0];
+    assert_eq!(cleanup["kind"], "DaemonSet");
+    assert_eq!(cleanup["metadata"]["namespace"], "kube-system");
+    let spec = &cleanup["spec"]["template"]["spec"];
+    assert_eq!(
+        spec["hostNetwork"], true,
+        "the rules live in the node's netns"
+    );
+    assert_eq!(
+        spec["tolerations"],
+        serde_json::json!([{"operator": "Exists"}]),
+        "every node the agent ran on"
+    );
+    let container = &spec["initContainers"][0];
+    assert_eq!(container["securityContext"]["privileged"], true);
+    let args: Vec<&str> = container["args"]
+        .as_array()
+        .expect("args")
+        .iter()
+        .map(|a| a.as_str().expect("string"))
+        .collect();
+    assert_eq!(args[0], "cleanup");
+    let mut help = args.clone();
+    help.push("--help");
+    let output = Command::new(agent_binary())
+        .args(&help)
+        .output()
+        .expect("run ip-masq");
+    assert!(output.status.success(), "{}", describe(&output));
+
+    // The same host paths at the same mount points as the agent.
+    let host_paths = |spec: &Value, container: &Value| -> Vec<(String, String)> {
+        let volumes = spec["volumes"].as_array().expect("volumes");
+        let mut paths: Vec<(String, String)> = container["volumeMounts"]
+            .as_array()
+            .expect("mounts")
+            .iter()
+            .filter_map(|mount| {
+                let volume = volumes.iter().find(|v| v["name"] == mount["name"])?;
+                let host = volume["hostPath"]["path"].as_str()?;
+                Some((mount["mountPath"].as_str()?.to_owned(), host.to_owned()))
+            })
+            .collect();
+        paths.sort();
+        paths
+    };
+    let agent_spec = &agent["spec"]["template"]["spec"];
+    assert_eq!(
+        host_paths(spec, container),
+        host_paths(agent_spec, &agent_spec["containers"][0]),
+    );
 }
 
 /// The image's entry point links `iptables` to the backend the node uses.
