@@ -186,16 +186,39 @@ fn the_kustomization_lists_every_manifest_and_its_files_exist() {
     );
 }
 
+/// The agent's DaemonSet in deploy/ip-masq.yaml.
+fn agent_daemonset() -> Value {
+    load_yaml(&deploy_dir().join("ip-masq.yaml"))
+        .into_iter()
+        .find(|d| d["kind"] == "DaemonSet")
+        .expect("the agent's DaemonSet")
+}
+
+/// A container's args, checked to be ones the binary accepts (`--help`
+/// after them parses them first).
+fn parsed_args(container: &Value) -> Vec<String> {
+    let args: Vec<String> = container["args"]
+        .as_array()
+        .expect("args")
+        .iter()
+        .map(|a| a.as_str().expect("string").to_owned())
+        .collect();
+    let output = Command::new(agent_binary())
+        .args(&args)
+        .arg("--help")
+        .output()
+        .expect("run ip-masq");
+    assert!(output.status.success(), "{}", describe(&output));
+    args
+}
+
 /// The DaemonSet and the binary agree: probes hit the metrics listener's
 /// health paths, the config lands at the default config path, pins and
 /// state at their default directories, and the args parse.
 #[test]
 fn the_daemonset_matches_the_binary() {
     let documents = load_yaml(&deploy_dir().join("ip-masq.yaml"));
-    let daemonset = documents
-        .iter()
-        .find(|d| d["kind"] == "DaemonSet")
-        .expect("a DaemonSet");
+    let daemonset = &agent_daemonset();
     let service_account = documents
         .iter()
         .find(|d| d["kind"] == "ServiceAccount")
@@ -221,12 +244,7 @@ fn the_daemonset_matches_the_binary() {
     assert!(container["resources"]["requests"]["cpu"].is_string());
     assert!(container["resources"]["requests"]["memory"].is_string());
 
-    let args: Vec<&str> = container["args"]
-        .as_array()
-        .expect("args")
-        .iter()
-        .map(|a| a.as_str().expect("string"))
-        .collect();
+    let args = parsed_args(container);
     assert_eq!(args[0], "run");
     let address = args
         .iter()
@@ -251,15 +269,6 @@ fn the_daemonset_matches_the_binary() {
             "{probe}: the listener is on loopback"
         );
     }
-    // The args are ones `run` accepts (`--help` after them parses them first).
-    let mut help = args.clone();
-    help.push("--help");
-    let output = Command::new(agent_binary())
-        .args(&help)
-        .output()
-        .expect("run ip-masq");
-    assert!(output.status.success(), "{}", describe(&output));
-
     let mounts = container["volumeMounts"].as_array().expect("mounts");
     let volumes = spec["volumes"].as_array().expect("volumes");
     let mount_of = |path: &str| {
@@ -310,11 +319,7 @@ fn the_daemonset_matches_the_binary() {
 /// mounts.
 #[test]
 fn the_cleanup_daemonset_reaches_what_the_agent_installed() {
-    let agent = load_yaml(&deploy_dir().join("ip-masq.yaml"));
-    let agent = agent
-        .iter()
-        .find(|d| d["kind"] == "DaemonSet")
-        .expect("the agent's DaemonSet");
+    let agent = agent_daemonset();
     let cleanup = load_yaml(&deploy_dir().join("cleanup.yaml"));
     assert_eq!(cleanup.len(), 1);
     let cleanup = &cleanup[0];
@@ -332,20 +337,7 @@ fn the_cleanup_daemonset_reaches_what_the_agent_installed() {
     );
     let container = &spec["initContainers"][0];
     assert_eq!(container["securityContext"]["privileged"], true);
-    let args: Vec<&str> = container["args"]
-        .as_array()
-        .expect("args")
-        .iter()
-        .map(|a| a.as_str().expect("string"))
-        .collect();
-    assert_eq!(args[0], "cleanup");
-    let mut help = args.clone();
-    help.push("--help");
-    let output = Command::new(agent_binary())
-        .args(&help)
-        .output()
-        .expect("run ip-masq");
-    assert!(output.status.success(), "{}", describe(&output));
+    assert_eq!(parsed_args(container)[0], "cleanup");
 
     // The same host paths at the same mount points as the agent.
     let host_paths = |spec: &Value, container: &Value| -> Vec<(String, String)> {
