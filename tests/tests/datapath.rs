@@ -768,7 +768,7 @@ fn config_watch_survives_its_directory_being_replaced() {
 
 /// Packets that matched each of the chain's deciding rules, from
 /// `iptables-save -c`: the mark RETURN, the xt_bpf RETURN and MASQUERADE.
-#[derive(Debug, Default, PartialEq, Eq)]
+#[derive(Debug, Default)]
 struct Decided {
     by_mark: u64,
     by_xt_bpf: u64,
@@ -828,15 +828,13 @@ fn the_classifier_decides_pod_traffic_in_tc_mode() {
             assert_sees(&lab, pod, EXTERNAL_INSIDE_V4, pod.ipv4);
             assert_sees(&lab, pod, EXTERNAL_OUTSIDE_V4, node);
         }
+        // At least one connection per pod and destination: a probe retried
+        // on a loaded machine opens another.
         let pods = lab.pods.len() as u64;
-        assert_eq!(
-            decided(&lab),
-            Decided {
-                by_mark: pods,
-                by_xt_bpf: 0,
-                masqueraded: pods,
-            },
-            "mark {bit}: one connection per pod and destination"
+        let decided = decided(&lab);
+        assert!(
+            decided.by_mark >= pods && decided.by_xt_bpf == 0 && decided.masqueraded >= pods,
+            "mark {bit}: kept connections must leave by the mark RETURN, {pods} pods: {decided:?}"
         );
     }
 }
