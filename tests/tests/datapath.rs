@@ -828,8 +828,9 @@ fn the_classifier_decides_pod_traffic_in_tc_mode() {
             assert_sees(&lab, pod, EXTERNAL_INSIDE_V4, pod.ipv4);
             assert_sees(&lab, pod, EXTERNAL_OUTSIDE_V4, node);
         }
-        // At least one connection per pod and destination: a probe retried
-        // on a loaded machine opens another.
+        // At least one per pod and destination: a late packet of a closed
+        // connection that conntrack picks up again crosses the nat table a
+        // second time.
         let pods = lab.pods.len() as u64;
         let decided = decided(&lab);
         assert!(
