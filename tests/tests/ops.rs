@@ -785,6 +785,10 @@ fn doctor_finds_each_conflict_in_real_rules() {
         ],
     );
     assert!(cleanup.status.success(), "{}", describe(&cleanup));
+    // Unpinning drops the last reference to the other agent's link; the
+    // kernel detaches it from a workqueue, a moment later on a loaded
+    // machine.
+    wait_until(Duration::from_secs(10), || doctor_kinds(&lab).1.is_empty());
     assert_eq!(doctor_kinds(&lab).1, Vec::<String>::new());
 
     // A pod interface that appears while no agent runs has no classifier.
@@ -937,15 +941,23 @@ fn cleanup_leaves_nothing_behind() {
 
     let nat = lab.node.iptables_save("iptables", "nat");
     assert!(!nat.contains("IP-MASQ-AGENT"), "rules left:\n{nat}");
-    let links: Value =
-        serde_json::from_str(&lab.node.exec_ok("bpftool", &["--json", "link", "show"]))
-            .expect("bpftool JSON");
-    let live: BTreeSet<u64> = links
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|link| link["id"].as_u64())
-        .collect();
+    let live_links = || -> BTreeSet<u64> {
+        let links: Value =
+            serde_json::from_str(&lab.node.exec_ok("bpftool", &["--json", "link", "show"]))
+                .expect("bpftool JSON");
+        links
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|link| link["id"].as_u64())
+            .collect()
+    };
+    // Unpinning drops a link's last reference; the kernel frees (detaches)
+    // it from a workqueue, a moment later on a loaded machine.
+    wait_until(Duration::from_secs(10), || {
+        live_links().is_disjoint(&link_ids)
+    });
+    let live = live_links();
     assert!(
         live.is_disjoint(&link_ids),
         "links left: {:?}",
