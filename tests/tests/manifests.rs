@@ -1,8 +1,11 @@
-//! The Kubernetes manifests under deploy/: every object validates against
-//! the Kubernetes OpenAPI schemas (strict, so unknown fields fail) with the
+//! The Kubernetes manifests under deploy/: every object, and what each
+//! kustomization renders (with kubectl 1.20's kustomize, the oldest
+//! supported, from `cargo xtask k8s build`), validates against the
+//! Kubernetes OpenAPI schemas (strict, so unknown fields fail) with the
 //! `kubernetes-validate` tool, and the DaemonSet agrees with the binary on
-//! paths, ports and flags. The validator is required: without it these
-//! tests fail with the command that installs it.
+//! paths, ports and flags. The validator and kubectl are required: without
+//! them these tests fail with the command that installs them. The real
+//! v1.20 API server's validation is in `kubernetes.rs`.
 
 use std::{
     path::{Path, PathBuf},
@@ -39,23 +42,66 @@ fn describe(output: &Output) -> String {
     )
 }
 
-/// Every YAML file under deploy/ that holds Kubernetes API objects (the
-/// kustomization is kustomize's, not the API server's).
-fn manifests() -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(deploy_dir())
+/// The YAML files directly in `dir`.
+fn yaml_files(dir: &Path) -> Vec<PathBuf> {
+    std::fs::read_dir(dir)
         .expect("deploy/")
         .map(|entry| entry.expect("entry").path())
         .filter(|path| {
             path.extension()
                 .is_some_and(|ext| ext == "yaml" || ext == "yml")
-                && path
-                    .file_name()
-                    .is_some_and(|name| name != "kustomization.yaml")
+        })
+        .collect()
+}
+
+/// Every YAML file of deploy/ and deploy/base/ that holds Kubernetes API
+/// objects: not the kustomizations (kustomize's, not the API server's).
+/// The overlays' patches are fragments: what each kustomization renders is
+/// checked whole instead (`KUSTOMIZATIONS`).
+fn manifests() -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = yaml_files(&deploy_dir())
+        .into_iter()
+        .chain(yaml_files(&deploy_dir().join("base")))
+        .filter(|path| {
+            path.file_name()
+                .is_some_and(|name| name != "kustomization.yaml")
         })
         .collect();
     files.sort();
     assert!(!files.is_empty(), "no manifests under deploy/");
     files
+}
+
+/// The kustomizations a user applies with `kubectl apply -k`.
+const KUSTOMIZATIONS: [&str; 3] = [".", "least-privilege", "merged-configs"];
+
+/// kubectl 1.20, the node's, which `cargo xtask k8s build` builds.
+fn kubectl() -> PathBuf {
+    let kubectl = lab::k8s::Layout::default().kubectl();
+    assert!(
+        kubectl.is_file(),
+        "{} is missing: run `cargo xtask k8s build`",
+        kubectl.display()
+    );
+    kubectl
+}
+
+/// What `kubectl kustomize DIR` (kubectl 1.20) renders, in a file.
+fn rendered(dir: &str) -> PathBuf {
+    let output = Command::new(kubectl())
+        .arg("kustomize")
+        .arg(deploy_dir().join(dir))
+        .output()
+        .expect("run kubectl kustomize");
+    assert!(output.status.success(), "{}", describe(&output));
+    let path = std::env::temp_dir()
+        .join(lab::unique_name(&format!(
+            "ip-masq-rendered-{}-",
+            if dir == "." { "default" } else { dir }.replace('/', "-")
+        )))
+        .with_extension("yaml");
+    std::fs::write(&path, &output.stdout).expect("write");
+    path
 }
 
 /// Loads every document of a YAML file as JSON, through PyYAML (which
@@ -76,7 +122,8 @@ fn load_yaml(path: &Path) -> Vec<Value> {
 
 #[test]
 fn every_manifest_validates_against_the_kubernetes_schemas() {
-    for manifest in manifests() {
+    let overlays: Vec<PathBuf> = KUSTOMIZATIONS.iter().map(|dir| rendered(dir)).collect();
+    for manifest in manifests().into_iter().chain(overlays.iter().cloned()) {
         for version in KUBERNETES_VERSIONS {
             let output = validate(&manifest, version);
             assert!(
@@ -101,12 +148,15 @@ fn every_manifest_validates_against_the_kubernetes_schemas() {
             );
         }
     }
+    for overlay in overlays {
+        std::fs::remove_file(overlay).expect("remove");
+    }
 }
 
 #[test]
 fn the_validator_rejects_a_broken_manifest() {
     // Proves the check above can fail: an unknown field and a wrong type.
-    let original = std::fs::read_to_string(deploy_dir().join("ip-masq.yaml")).expect("read");
+    let original = std::fs::read_to_string(deploy_dir().join("base/ip-masq.yaml")).expect("read");
     let broken = original
         .replacen(
             "hostNetwork: true",
@@ -126,9 +176,12 @@ fn the_validator_rejects_a_broken_manifest() {
 
 #[test]
 fn the_sample_configmap_validates_and_the_agent_accepts_its_config() {
-    let sample = deploy_dir().join("agent-config").join("config");
+    let sample = deploy_dir()
+        .join("base")
+        .join("agent-config")
+        .join("config");
     let config = std::fs::read_to_string(&sample).expect("sample config");
-    // What `kubectl create configmap ip-masq-agent --from-file=deploy/agent-config` makes.
+    // What `kubectl create configmap ip-masq-agent --from-file=deploy/base/agent-config` makes.
     let configmap = serde_json::json!({
         "apiVersion": "v1",
         "kind": "ConfigMap",
@@ -154,41 +207,122 @@ fn the_sample_configmap_validates_and_the_agent_accepts_its_config() {
 }
 
 #[test]
-fn the_kustomization_lists_every_manifest_and_its_files_exist() {
-    let kustomization = load_yaml(&deploy_dir().join("kustomization.yaml"));
-    let kustomization = &kustomization[0];
-    assert_eq!(kustomization["kind"], "Kustomization");
-    assert_eq!(kustomization["namespace"], "kube-system");
-    let resources: Vec<PathBuf> = kustomization["resources"]
+fn the_kustomizations_list_every_manifest_and_their_files_exist() {
+    let base = &load_yaml(&deploy_dir().join("base/kustomization.yaml"))[0];
+    assert_eq!(base["kind"], "Kustomization");
+    assert_eq!(base["namespace"], "kube-system");
+    let resources: Vec<PathBuf> = base["resources"]
         .as_array()
         .expect("resources")
         .iter()
-        .map(|r| deploy_dir().join(r.as_str().expect("path")))
+        .map(|r| deploy_dir().join("base").join(r.as_str().expect("path")))
         .collect();
-    // Everything but the cleanup DaemonSet, which is applied on its own
-    // after the agent is gone.
-    let installed: Vec<PathBuf> = manifests()
+    // Every manifest is in the base, but the cleanup DaemonSet, which runs
+    // only after the uninstall.
+    let expected: Vec<PathBuf> = manifests()
         .into_iter()
-        .filter(|path| !path.ends_with("cleanup.yaml"))
+        .filter(|path| path != &deploy_dir().join("cleanup.yaml"))
         .collect();
-    assert_eq!(resources, installed);
-    let generator = &kustomization["configMapGenerator"][0];
+    assert_eq!(resources, expected);
+    let generator = &base["configMapGenerator"][0];
     assert_eq!(generator["name"], "ip-masq-agent");
     for file in generator["files"].as_array().expect("files") {
         let file = file.as_str().expect("path");
         // The key is the file name, `config`, as the DaemonSet's items expect.
         assert!(file.ends_with("/config"), "{file}");
-        assert!(deploy_dir().join(file).is_file(), "{file} missing");
+        assert!(
+            deploy_dir().join("base").join(file).is_file(),
+            "{file} missing"
+        );
     }
-    assert_eq!(
-        kustomization["generatorOptions"]["disableNameSuffixHash"],
-        true
-    );
+    assert_eq!(base["generatorOptions"]["disableNameSuffixHash"], true);
+    // deploy/ and the overlay build on the base, as kubectl 1.20 reads a
+    // directory: under `bases`.
+    let top = &load_yaml(&deploy_dir().join("kustomization.yaml"))[0];
+    assert_eq!(top["bases"], serde_json::json!(["base"]));
+    let overlay = &load_yaml(&deploy_dir().join("least-privilege/kustomization.yaml"))[0];
+    assert_eq!(overlay["bases"], serde_json::json!(["../base"]));
+    for patch in overlay["patchesStrategicMerge"]
+        .as_array()
+        .expect("patches")
+    {
+        assert!(
+            deploy_dir()
+                .join("least-privilege")
+                .join(patch.as_str().expect("path"))
+                .is_file()
+        );
+    }
 }
 
-/// The agent's DaemonSet in deploy/ip-masq.yaml.
+/// The container spec of the DaemonSet in a rendered kustomization.
+fn rendered_daemonset(dir: &str) -> Value {
+    let path = rendered(dir);
+    let documents = load_yaml(&path);
+    std::fs::remove_file(&path).expect("remove");
+    documents
+        .into_iter()
+        .find(|d| d["kind"] == "DaemonSet")
+        .expect("a DaemonSet")
+}
+
+/// The overlay drops privileged: true for the measured capabilities, and
+/// changes nothing else but what that needs.
+#[test]
+fn the_least_privilege_overlay_runs_unprivileged() {
+    let default = rendered_daemonset(".");
+    let overlay = rendered_daemonset("least-privilege");
+    let spec = &overlay["spec"]["template"]["spec"];
+    let context = &spec["containers"][0]["securityContext"];
+    assert_eq!(context["privileged"], false);
+    assert_eq!(context["allowPrivilegeEscalation"], false);
+    assert_eq!(context["readOnlyRootFilesystem"], true);
+    assert_eq!(context["seccompProfile"]["type"], "RuntimeDefault");
+    assert_eq!(context["capabilities"]["drop"], serde_json::json!(["ALL"]));
+    assert_eq!(
+        context["capabilities"]["add"],
+        serde_json::json!(["NET_ADMIN", "NET_RAW", "BPF"])
+    );
+    // No privileged init container: the host provides the bpffs.
+    assert!(
+        spec["initContainers"].as_array().is_none_or(Vec::is_empty),
+        "{spec:#}"
+    );
+    // Everything else as in deploy/: args, probes, mounts but the links dir.
+    let (a, b) = (
+        &default["spec"]["template"]["spec"]["containers"][0],
+        &spec["containers"][0],
+    );
+    for field in [
+        "args",
+        "image",
+        "startupProbe",
+        "livenessProbe",
+        "readinessProbe",
+        "ports",
+        "resources",
+    ] {
+        assert_eq!(a[field], b[field], "{field}");
+    }
+    let mounts = |c: &Value| -> Vec<String> {
+        c["volumeMounts"]
+            .as_array()
+            .expect("mounts")
+            .iter()
+            .map(|m| m["mountPath"].as_str().expect("path").to_owned())
+            .collect()
+    };
+    let mut expected = mounts(a);
+    expected.push("/usr/local/sbin".into());
+    expected.sort();
+    let mut got = mounts(b);
+    got.sort();
+    assert_eq!(got, expected);
+}
+
+/// The agent's DaemonSet in deploy/base/ip-masq.yaml.
 fn agent_daemonset() -> Value {
-    load_yaml(&deploy_dir().join("ip-masq.yaml"))
+    load_yaml(&deploy_dir().join("base/ip-masq.yaml"))
         .into_iter()
         .find(|d| d["kind"] == "DaemonSet")
         .expect("the agent's DaemonSet")
@@ -217,7 +351,7 @@ fn parsed_args(container: &Value) -> Vec<String> {
 /// state at their default directories, and the args parse.
 #[test]
 fn the_daemonset_matches_the_binary() {
-    let documents = load_yaml(&deploy_dir().join("ip-masq.yaml"));
+    let documents = load_yaml(&deploy_dir().join("base/ip-masq.yaml"));
     let daemonset = &agent_daemonset();
     let service_account = documents
         .iter()
@@ -296,6 +430,11 @@ fn the_daemonset_matches_the_binary() {
         "/run/xtables.lock"
     );
     assert_eq!(mount_of("/run/ip-masq")["hostPath"]["path"], "/run/ip-masq");
+    // Nothing in the image loads kernel modules: no /lib/modules, which
+    // would keep the pod from starting on a host without it.
+    for volume in volumes {
+        assert_ne!(volume["hostPath"]["path"], "/lib/modules", "{volume:#}");
+    }
 
     let defaults = Command::new(agent_binary())
         .args(["run", "--help"])

@@ -38,7 +38,7 @@ fn yaml_documents(path: &std::path::Path) -> Vec<Value> {
 
 #[test]
 fn the_overlay_patches_the_daemonset_into_a_valid_merged_config_setup() {
-    let base = yaml_documents(&deploy().join("ip-masq.yaml"));
+    let base = yaml_documents(&deploy().join("base/ip-masq.yaml"));
     let mut daemonset = base
         .into_iter()
         .find(|object| object["kind"] == "DaemonSet")
