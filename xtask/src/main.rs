@@ -1,4 +1,5 @@
-//! Project tasks: `cargo xtask setup | build-ebpf | test | fuzz | demo | bench`.
+//! Project tasks: `cargo xtask setup | build-ebpf | test | fuzz | demo |
+//! bench | image | k8s`.
 //!
 //! `test` and `demo` run `setup` first, so on a fresh machine they are the
 //! only commands a person needs.
@@ -6,6 +7,8 @@
 mod bench;
 mod demo;
 mod fuzz;
+mod image;
+mod k8s;
 mod routed_demo;
 mod setup;
 mod tally;
@@ -14,6 +17,7 @@ use std::{
     io::{BufRead as _, BufReader},
     path::{Path, PathBuf},
     process::{Command, Stdio},
+    time::{Duration, Instant},
 };
 
 use anyhow::{Context as _, bail};
@@ -64,6 +68,21 @@ enum Task {
         #[arg(long)]
         routed: bool,
     },
+    /// Build the runtime image (docker-archive, target/image/ip-masq.tar)
+    /// from Debian's archive, without a registry or a daemon (needs root).
+    Image {
+        /// Package a debug build of the agent instead of a release build.
+        #[arg(long)]
+        debug: bool,
+        /// Build the Debian base again instead of reusing the cached one.
+        #[arg(long)]
+        fresh: bool,
+    },
+    /// A one-node Kubernetes for the end-to-end tests (needs root).
+    K8s {
+        #[command(subcommand)]
+        task: k8s::K8sTask,
+    },
     /// Benchmark ip-masq against bare MASQUERADE and ip-masq-agent's
     /// per-CIDR chain, side by side (needs root; about 5½ minutes).
     Bench {
@@ -89,11 +108,12 @@ fn main() -> anyhow::Result<()> {
             skip_fuzz,
             args,
         } => {
-            setup::setup()?;
+            let mut phases = Phases::default();
+            phases.time("setup", setup::setup)?;
             let fuzz_seconds = (!skip_fuzz)
                 .then(|| fuzz::total_seconds(fuzz_seconds))
                 .transpose()?;
-            test(&args, fuzz_seconds)
+            test(&args, fuzz_seconds, &mut phases)
         }
         Task::Fuzz { seconds } => {
             setup::setup()?;
@@ -113,6 +133,14 @@ fn main() -> anyhow::Result<()> {
             } else {
                 demo::run()
             }
+        }
+        Task::Image { debug, fresh } => {
+            setup::setup()?;
+            image::build(&image::Options { debug, fresh }).map(drop)
+        }
+        Task::K8s { task } => {
+            setup::setup()?;
+            k8s::run_task(task)
         }
         Task::Bench { quick, output } => {
             setup::setup()?;
@@ -213,13 +241,49 @@ fn run_fuzz(total: u64, tally: &mut tally::Tally) {
     }
 }
 
+/// How long each phase of `cargo xtask test` took, printed at the end.
+#[derive(Default)]
+struct Phases(Vec<(&'static str, Duration)>);
+
+impl Phases {
+    fn time<T>(
+        &mut self,
+        name: &'static str,
+        f: impl FnOnce() -> anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        let started = Instant::now();
+        let result = f();
+        self.0.push((name, started.elapsed()));
+        result
+    }
+
+    fn report(&self) -> String {
+        let total: Duration = self.0.iter().map(|(_, took)| *took).sum();
+        let mut line = String::from("phases:");
+        for (name, took) in &self.0 {
+            line.push_str(&format!(" {name} {:.0} s;", took.as_secs_f64()));
+        }
+        line.push_str(&format!(" total {:.1} min", total.as_secs_f64() / 60.0));
+        line
+    }
+}
+
 /// The whole suite: `cargo test` with the root tests included, then the
-/// fuzz targets (unless `fuzz_seconds` is `None`), then one closing line.
-fn test(extra: &[String], fuzz_seconds: Option<u64>) -> anyhow::Result<()> {
+/// fuzz targets (unless `fuzz_seconds` is `None`), then one closing line
+/// and the time of each phase.
+fn test(extra: &[String], fuzz_seconds: Option<u64>, phases: &mut Phases) -> anyhow::Result<()> {
     if !lab::is_root() {
         bail!("the suite includes root tests (namespaces, BPF, iptables): run it as root");
     }
-    build_agent()?;
+    phases.time("agent", build_agent)?;
+    // The end-to-end tests on Kubernetes need the image and the node; both
+    // are cached under target/, so after the first run these only check.
+    phases.time("image", || image::build(&image::Options::default()))?;
+    phases.time(
+        "k8s node build",
+        || k8s::build(&lab::k8s::Layout::default()),
+    )?;
+    let cargo_test_started = Instant::now();
     let (cargo_args, harness_args) = split_harness_args(extra);
     // Output streams through as it comes; the totals close the run.
     let mut child = Command::new("cargo")
@@ -250,14 +314,20 @@ fn test(extra: &[String], fuzz_seconds: Option<u64>) -> anyhow::Result<()> {
     }
     tally.finish();
     let status = child.wait().context("wait for cargo test")?;
+    phases.0.push(("cargo test", cargo_test_started.elapsed()));
     match fuzz_seconds {
-        Some(total) => run_fuzz(total, &mut tally),
+        Some(total) => {
+            let fuzz_started = Instant::now();
+            run_fuzz(total, &mut tally);
+            phases.0.push(("fuzz", fuzz_started.elapsed()));
+        }
         None => tally.steps_skipped += fuzz::targets(fuzz::MIN_SECONDS).len() as u64,
     }
     if let Some(details) = tally.details() {
         println!("{details}");
     }
     println!("{}", tally.closing_line());
+    println!("{}", phases.report());
     if !status.success() || tally.failed > 0 {
         bail!("the suite failed (cargo test: {status})");
     }

@@ -26,6 +26,14 @@ const APT_TOOLS: &[(&str, &str)] = &[
     ("iperf3", "iperf3"),
     // libfuzzer-sys compiles libFuzzer, which is C++.
     ("c++", "g++"),
+    // The Kubernetes test node (`cargo xtask k8s build`): the static pause
+    // binary, the cluster's certificates, mmdebstrap (a Perl script) for the
+    // images; unshare for the node's mount namespace.
+    ("gcc", "gcc"),
+    ("strip", "binutils"),
+    ("openssl", "openssl"),
+    ("perl", "perl"),
+    ("unshare", "util-linux"),
 ];
 
 /// Python packages the tests run as independent checkers (the Kubernetes
