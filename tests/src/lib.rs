@@ -9,6 +9,8 @@
 //! rules or links, nor the default pin path.
 
 pub mod agent;
+pub mod dockerfile;
+pub mod k8s;
 pub mod load;
 pub mod netns;
 pub mod python;
