@@ -998,11 +998,12 @@ fn cleanup_leaves_nothing_behind() {
 
 /// Rules live in a network namespace, pins on a bpffs every namespace
 /// sees: a cleanup run outside the node's network namespace (a pod without
-/// hostNetwork) removes the pins, finds no rules, and says the node may
-/// still have them instead of claiming it removed them.
+/// hostNetwork) finds the pins but not the rules. It refuses and touches
+/// nothing, instead of removing the pins and stranding the node's rules,
+/// which name them. In the node's namespace it then removes everything.
 #[test]
 #[ignore = "needs root"]
-fn cleanup_outside_the_nodes_network_namespace_says_so() {
+fn cleanup_outside_the_nodes_network_namespace_touches_nothing() {
     let lab = Lab::new(LabOptions::default());
     let mut agent = lab.start_agent(&[]);
     agent
@@ -1012,30 +1013,44 @@ fn cleanup_outside_the_nodes_network_namespace_says_so() {
     let mut args = vec!["cleanup".to_owned()];
     args.extend(installed_args(&lab));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
-    assert_cleanup_said(
-        &ip_masq(&elsewhere, &args),
-        &[
-            "no IPv4 chain IP-MASQ-AGENT and no jump to it in this network namespace",
-            "warning: no rules of ip-masq's in this network namespace",
-            "hostNetwork: true",
-        ],
-        &["removed IPv4"],
+    let refused = ip_masq(&elsewhere, &args);
+    assert_eq!(refused.status.code(), Some(2), "{}", describe(&refused));
+    let error = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        error.contains("no chain IP-MASQ-AGENT and no jump to it in this network namespace"),
+        "{}",
+        describe(&refused)
+    );
+    assert!(
+        error.contains("hostNetwork: true"),
+        "{}",
+        describe(&refused)
+    );
+    assert!(
+        !stdout(&refused).contains("removed"),
+        "{}",
+        describe(&refused)
+    );
+    assert!(
+        lab.bpffs.pin_dir().join("NON_MASQ_V4").exists(),
+        "the pins went"
     );
     let nat = lab.node.iptables_save("iptables", "nat");
     assert!(
-        nat.contains("-j IP-MASQ-AGENT"),
-        "the node's jump went:\n{nat}"
+        nat.contains("-A IP-MASQ-AGENT") && nat.contains("-j IP-MASQ-AGENT"),
+        "the node's rules went:\n{nat}"
     );
 
-    // In the node's namespace the rules are found and removed.
+    // In the node's namespace the rules and the pins are found and removed.
     assert_cleanup_said(
         &command_in(&lab, "cleanup", &[]),
         &[
             "removed IPv4 chain IP-MASQ-AGENT and its jump\n",
-            "no pin directory ",
+            "removed the pin directory ",
         ],
         &[],
     );
     let nat = lab.node.iptables_save("iptables", "nat");
     assert!(!nat.contains("IP-MASQ-AGENT"), "rules left:\n{nat}");
+    assert!(!lab.bpffs.pin_dir().exists(), "pin directory left");
 }

@@ -66,14 +66,21 @@ fn have_command(name: &str) -> bool {
 }
 
 /// The virtualenv with the Python checkers; recreated only when an import
-/// fails.
+/// or the checker's script fails.
 fn ensure_python_venv() -> anyhow::Result<()> {
     let venv = workspace_root().join("target").join("python-venv");
     let python = venv.join("bin").join("python");
+    // The tool itself too: a virtualenv copied from elsewhere (a target
+    // directory copied between checkouts) imports fine but its scripts'
+    // #! lines name the old path.
     let ready = Command::new(&python)
         .args(["-c", "import kubernetes_validate, prometheus_client"])
         .output()
-        .is_ok_and(|output| output.status.success());
+        .is_ok_and(|output| output.status.success())
+        && Command::new(venv.join("bin").join("kubernetes-validate"))
+            .arg("--version")
+            .output()
+            .is_ok_and(|output| output.status.success());
     if ready {
         return Ok(());
     }

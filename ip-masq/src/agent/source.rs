@@ -5,6 +5,7 @@ use std::{
     fs,
     io::{self, Read as _},
     path::{Path, PathBuf},
+    time::Duration,
 };
 
 use thiserror::Error;
@@ -33,7 +34,8 @@ pub enum ReadError {
 ///
 /// A dangling symlink is an error rather than "missing": during a ConfigMap
 /// update it means the volume is mid-swap, and the previous config must
-/// stay in force.
+/// stay in force. It is tried again for a moment first
+/// ([`read_retrying_swaps`]).
 ///
 /// # Errors
 /// [`ReadError`] for directories, dangling symlinks, files larger than
@@ -42,6 +44,47 @@ pub(crate) fn read_config_with_limit(
     path: &Path,
     max_bytes: usize,
 ) -> Result<Option<Vec<u8>>, ReadError> {
+    read_retrying_swaps(path, max_bytes, SWAP_RETRIES, SWAP_RETRY_PAUSE)
+}
+
+/// Reads of a path that fails as "not found" through a symlink are tried
+/// again this often, this far apart (100 ms in all).
+const SWAP_RETRIES: u32 = 5;
+const SWAP_RETRY_PAUSE: Duration = Duration::from_millis(20);
+
+/// The kubelet swaps a ConfigMap volume by renaming `..data` to a new
+/// directory and then deleting the old one. A read that resolved `..data`
+/// just before the rename finds the old directory's file gone, and sees a
+/// dangling link although the new file is complete (seen on a real node,
+/// as a `config rejected` line at nearly every edit). Such a read is tried
+/// again; a link that stays dangling is an error.
+fn read_retrying_swaps(
+    path: &Path,
+    max_bytes: usize,
+    retries: u32,
+    pause: Duration,
+) -> Result<Option<Vec<u8>>, ReadError> {
+    let mut attempt = 0;
+    loop {
+        match read_once(path, max_bytes) {
+            Err(ReadError::DanglingSymlink { .. } | ReadError::Io { .. })
+                if attempt < retries && is_mid_swap(path) =>
+            {
+                attempt += 1;
+                std::thread::sleep(pause);
+            }
+            result => return result,
+        }
+    }
+}
+
+/// Whether `path` is a symlink whose target is (now) missing.
+fn is_mid_swap(path: &Path) -> bool {
+    fs::symlink_metadata(path).is_ok_and(|meta| meta.file_type().is_symlink())
+        && fs::metadata(path).is_err_and(|err| err.kind() == io::ErrorKind::NotFound)
+}
+
+fn read_once(path: &Path, max_bytes: usize) -> Result<Option<Vec<u8>>, ReadError> {
     match fs::metadata(path) {
         Ok(meta) if meta.is_dir() => {
             return Err(ReadError::Directory {
@@ -194,6 +237,47 @@ mod tests {
             read_config(&dir.join("huge")),
             Err(ReadError::TooLarge { .. })
         ));
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_link_dangling_for_a_moment_is_read_once_its_target_is_there() {
+        // As during the kubelet's swap: the link points at a file that is
+        // missing for a moment, then present.
+        let dir = scratch("swap");
+        std::os::unix::fs::symlink("..data/config", dir.join("config")).unwrap();
+        let target = dir.clone();
+        let writer = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(30));
+            fs::create_dir(target.join("..data_2")).unwrap();
+            fs::write(target.join("..data_2/config"), "masqLinkLocal: true").unwrap();
+            std::os::unix::fs::symlink("..data_2", target.join("..data")).unwrap();
+        });
+        // A generous window, so that a slow machine does not make it flaky.
+        let read = read_retrying_swaps(
+            &dir.join("config"),
+            MAX_CONFIG_BYTES,
+            200,
+            Duration::from_millis(10),
+        );
+        writer.join().unwrap();
+        assert_eq!(read.unwrap().unwrap(), b"masqLinkLocal: true");
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_link_that_stays_dangling_is_refused_after_the_retries() {
+        let dir = scratch("stays");
+        std::os::unix::fs::symlink("nowhere", dir.join("dangling")).unwrap();
+        let started = std::time::Instant::now();
+        let read = read_retrying_swaps(
+            &dir.join("dangling"),
+            MAX_CONFIG_BYTES,
+            3,
+            Duration::from_millis(10),
+        );
+        assert!(matches!(read, Err(ReadError::DanglingSymlink { .. })));
+        assert!(started.elapsed() >= Duration::from_millis(30));
         fs::remove_dir_all(dir).unwrap();
     }
 

@@ -16,7 +16,9 @@ use crate::serve::state;
 /// socket filter pin that is gone.
 ///
 /// # Errors
-/// Fails when an agent still runs on the pin directory, or a removal fails.
+/// Fails when an agent still runs on the pin directory, when a removal
+/// fails, or when it finds pins but none of the rules the agent installed
+/// (not the node's network namespace), touching nothing then.
 pub fn cleanup(args: &CleanupOptions) -> Result<String, CommandError> {
     let rules = RuleSet {
         chain: args.masq_chain.clone(),
@@ -35,11 +37,9 @@ pub fn cleanup(args: &CleanupOptions) -> Result<String, CommandError> {
         None
     };
     let state_file = state::state_file_path(&args.state_dir, &args.pin_path);
+    let last_state = state::read_state(&state_file).ok().flatten();
     // An agent that ran with IPv6 left ip6tables rules too.
-    let ran_ipv6 = state::read_state(&state_file)
-        .ok()
-        .flatten()
-        .is_some_and(|state| state.ipv6);
+    let ran_ipv6 = last_state.as_ref().is_some_and(|state| state.ipv6);
     let mut families = vec![Family::V4];
     if args.enable_ipv6 || ran_ipv6 {
         families.push(Family::V6);
@@ -47,6 +47,24 @@ pub fn cleanup(args: &CleanupOptions) -> Result<String, CommandError> {
     let mut removed = Vec::new();
     for family in families {
         removed.push((family, Installer::new(family, rules.clone()).remove()?));
+    }
+    // Pins but none of the rules an agent installed: most likely not the
+    // node's network namespace (a pod without hostNetwork). Removing the
+    // pins now would strand the node's rules, which name the xt_bpf pins:
+    // iptables-legacy re-checks every rule of the table on each change, so
+    // it could then not even delete them. An agent that never installed
+    // rules (a first start on a refused file) left only pins.
+    let found_rules = removed
+        .iter()
+        .any(|(_, removed)| removed.chain || removed.jumps > 0);
+    let expects_rules = last_state
+        .as_ref()
+        .is_none_or(|state| state.rules_installed);
+    if lock.is_some() && !found_rules && expects_rules {
+        return Err(CommandError::NoRulesHere {
+            chain: args.masq_chain.clone(),
+            pin_path: args.pin_path.display().to_string(),
+        });
     }
     let pins = match lock {
         Some(lock) => {
@@ -79,10 +97,6 @@ struct Cleaned<'a> {
 
 /// What `cleanup` says: only what it really removed, and what it did not
 /// find. Pure.
-///
-/// Rules live in a network namespace and pins on a bpffs, so a cleanup in
-/// the wrong network namespace (a pod without `hostNetwork`) finds no rules
-/// while the node keeps them: it says so instead of reporting removals.
 fn report(cleaned: &Cleaned<'_>) -> String {
     let mut out = String::new();
     let chain = cleaned.chain;
@@ -113,15 +127,8 @@ fn report(cleaned: &Cleaned<'_>) -> String {
         Some(path) => writeln!(out, "removed state file {}", path.display()),
         None => writeln!(out, "no state file"),
     };
-    if !any_rules {
-        let _ = if cleaned.pins.is_none() && cleaned.state_file.is_none() {
-            writeln!(out, "nothing of ip-masq's found: nothing removed")
-        } else {
-            writeln!(
-                out,
-                "warning: no rules of ip-masq's in this network namespace; if the node still has them, run cleanup in the node's network namespace (in a pod: hostNetwork: true)"
-            )
-        };
+    if !any_rules && cleaned.pins.is_none() && cleaned.state_file.is_none() {
+        let _ = writeln!(out, "nothing of ip-masq's found: nothing removed");
     }
     out
 }
@@ -228,13 +235,13 @@ mod tests {
              no state file\n\
              nothing of ip-masq's found: nothing removed\n"
         );
-        // Pins on the host's bpffs but no rules here: the wrong network
-        // namespace, as in a pod without hostNetwork.
-        let wrong_netns = said(&[(Family::V4, Removed::default())], Some(5), None);
-        assert!(
-            wrong_netns.contains("warning: no rules of ip-masq's in this network namespace"),
-            "{wrong_netns}"
+        // Only a state file left: removed, and not "nothing found".
+        let state = said(
+            &[(Family::V4, Removed::default())],
+            None,
+            Some(Path::new("/run/s.json")),
         );
-        assert!(wrong_netns.contains("hostNetwork: true"), "{wrong_netns}");
+        assert!(state.contains("removed state file /run/s.json"), "{state}");
+        assert!(!state.contains("nothing of ip-masq's found"), "{state}");
     }
 }

@@ -61,6 +61,10 @@ pub enum CommandError {
         #[source]
         source: io::Error,
     },
+    #[error(
+        "no chain {chain} and no jump to it in this network namespace, but pins under {pin_path}: run cleanup in the node's network namespace (in a pod: hostNetwork: true). Nothing removed: with the pins gone first, iptables-legacy could not delete rules that name them. If the node has no rules of ip-masq's left, remove the pins with `rm -r {pin_path}`"
+    )]
+    NoRulesHere { chain: String, pin_path: String },
     #[error("cannot remove {path}")]
     Remove {
         path: String,

@@ -64,6 +64,18 @@ pub(crate) fn probe_interfaces(selector: &Selector) -> Result<Vec<InterfaceProbe
                         })
                         .collect()
                 })
+                // Without CAP_SYS_ADMIN (a pod granted only NET_ADMIN and BPF)
+                // a program's name cannot be read, only its id.
+                .or_else(|_| {
+                    datapath::tcx_ingress_ids(interface.index).map(|ids| {
+                        ids.into_iter()
+                            .map(|id| TcxProgram {
+                                id,
+                                name: "(name needs CAP_SYS_ADMIN)".into(),
+                            })
+                            .collect()
+                    })
+                })
                 .unwrap_or_default();
             InterfaceProbe {
                 selected: selector.selects(&interface),

@@ -4,7 +4,7 @@
 
 use std::{collections::BTreeSet, os::unix::fs::MetadataExt as _, path::Path, path::PathBuf};
 
-use ip_masq_common::{MAP_NON_MASQ_V4, MAP_NON_MASQ_V6};
+use ip_masq_common::{MAP_NON_MASQ_V4, MAP_NON_MASQ_V6, PROGRAM_CLASSIFIER};
 use serde::Serialize;
 
 use crate::commands::installed::{InspectError, Installed};
@@ -150,7 +150,8 @@ pub(super) fn gather(installed: &Installed) -> Result<StatusDocument, InspectErr
                 Some(view) => view.interfaces.push(probe.name.clone()),
                 None => programs.push(ProgramView {
                     id: program.id,
-                    name: program.name.clone(),
+                    // Ours by its id, whether or not its name could be read.
+                    name: PROGRAM_CLASSIFIER.to_owned(),
                     interfaces: vec![probe.name.clone()],
                 }),
             }

@@ -64,6 +64,12 @@ pub enum DatapathError {
         #[source]
         source: io::Error,
     },
+    #[error("cannot query the programs at tcx ingress of {interface}")]
+    TcxQuery {
+        interface: String,
+        #[source]
+        source: io::Error,
+    },
     #[error("cannot remove stale pin {path}")]
     Unpin {
         path: PathBuf,

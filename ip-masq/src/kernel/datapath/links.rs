@@ -2,17 +2,18 @@
 //! `links/` so that it outlives the agent, adopted by the next run.
 
 use std::{
+    ffi::CString,
     fs, io,
     path::{Path, PathBuf},
 };
 
 use aya::programs::{
-    LinkOrder, SchedClassifier, TcAttachType,
+    LinkOrder, TcAttachType,
     links::{FdLink, LinkError, PinnedLink},
     tc::{SchedClassifierLink, TcAttachOptions},
 };
 
-use super::{Attachment, Datapath, DatapathError, LINKS_DIR};
+use super::{Attachment, Datapath, DatapathError, LINKS_DIR, tcx_ingress_ids};
 
 impl Datapath {
     /// Makes sure `interface` carries exactly one instance of the classifier
@@ -162,16 +163,26 @@ impl Datapath {
     }
 }
 
-/// Program ids attached at tcx ingress of `interface`, in chain order.
+/// Program ids attached at tcx ingress of `interface`, in chain order: by
+/// id only, so that an agent with CAP_NET_ADMIN but not CAP_SYS_ADMIN
+/// (which aya's query needs to open each program) still adopts its pinned
+/// links.
 ///
 /// # Errors
 /// Fails when the interface does not exist or the kernel cannot be queried.
 fn attached_program_ids(interface: &str) -> Result<Vec<u32>, DatapathError> {
-    let (_revision, programs) = SchedClassifier::query_tcx(interface, TcAttachType::Ingress)?;
-    Ok(programs
-        .iter()
-        .map(aya::programs::ProgramInfo::id)
-        .collect())
+    let query_err = |source| DatapathError::TcxQuery {
+        interface: interface.to_owned(),
+        source,
+    };
+    let name = CString::new(interface)
+        .map_err(|_| query_err(io::Error::from(io::ErrorKind::InvalidInput)))?;
+    // SAFETY: a valid NUL-terminated name, which outlives the call.
+    let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
+    if ifindex == 0 {
+        return Err(query_err(io::Error::last_os_error()));
+    }
+    tcx_ingress_ids(ifindex).map_err(query_err)
 }
 
 /// Where the link for interface `ifindex` is pinned.

@@ -11,7 +11,7 @@
 //! error type ([`error`]); tcx links on interfaces ([`links`]); reading and
 //! writing the LPM maps ([`maps`]); the pin directory and pin repair
 //! ([`pins`]); test runs of the programs ([`probe`]); their counters
-//! ([`stats`]).
+//! ([`stats`]); the ids at an interface's tcx ingress ([`tcx`]).
 
 use std::{
     fs,
@@ -35,6 +35,7 @@ mod maps;
 mod pins;
 mod probe;
 mod stats;
+mod tcx;
 mod xt_bpf;
 
 pub use error::DatapathError;
@@ -45,6 +46,7 @@ pub(crate) use links::{link_pin_path, pinned_ifindexes};
 pub(crate) use maps::read_pinned_entries;
 pub(crate) use pins::{Repinned, prepare_pin_dir};
 pub(crate) use stats::{read_connection_stats, read_stats};
+pub(crate) use tcx::tcx_ingress_ids;
 pub(crate) use xt_bpf::xt_bpf_pin_path;
 
 /// The LPM maps as the agent's sync loop sees them: one door, so that
