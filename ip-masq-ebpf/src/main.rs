@@ -1,7 +1,8 @@
 //! TC classifier run at tcx ingress of pod-facing host interfaces, which is
-//! the pod's egress. It ORs the keep-source mark into `skb->mark` when the
-//! destination's longest matching prefix says "keep source"; a static
-//! iptables rule then RETURNs such packets before MASQUERADE.
+//! the pod's egress. For each packet that can start a connection, it ORs
+//! the keep-source mark into `skb->mark` when the destination's longest
+//! matching prefix says "keep source"; a static iptables rule then RETURNs
+//! such connections before MASQUERADE.
 //!
 //! It never drops, redirects or rewrites: it always answers `TC_ACT_UNSPEC`
 //! (tcx "next") so that programs after it on the interface still run.
@@ -34,34 +35,87 @@ static KEEP_SOURCE_MARK: Global<u32> = Global::new(ip_masq_common::DEFAULT_KEEP_
 static STATS: PerCpuArray<StatCounter, { STAT_SLOTS as usize }> = PerCpuArray::new();
 
 const ETH_HEADER_LEN: usize = 14;
-const ETH_TYPE_OFFSET: usize = 12;
+const VLAN_HEADER_LEN: usize = 4;
 const ETH_P_IPV4: u16 = 0x0800;
 const ETH_P_IPV6: u16 = 0x86DD;
-const IPV4_DST_OFFSET: usize = ETH_HEADER_LEN + 16;
-const IPV6_DST_OFFSET: usize = ETH_HEADER_LEN + 24;
+const ETH_P_8021Q: u16 = 0x8100;
+const ETH_P_8021AD: u16 = 0x88A8;
+const IPPROTO_TCP: u8 = 6;
+/// The IPv4 "more fragments" flag and fragment offset: any bit set makes
+/// the packet a fragment.
+const IPV4_FRAGMENT: u16 = 0x3FFF;
+const IPV6_HEADER_LEN: usize = 40;
+/// Offset of the flags byte in the TCP header.
+const TCP_FLAGS_OFFSET: usize = 13;
+const TCP_SYN: u8 = 0x02;
+const TCP_ACK: u8 = 0x10;
 
 #[classifier]
 pub fn ipmasq_classify(ctx: TcContext) -> i32 {
-    // A packet too short to parse is simply not ours to judge; the result
-    // is the same either way.
+    // A packet too short to parse is simply not ours to judge: unmarked,
+    // it is decided by the nat chain's xt_bpf rule, on the same table.
     let _ = try_classify(&ctx);
     TC_ACT_UNSPEC
 }
 
+/// Looks up the destination of every packet that can start a connection
+/// and marks it when the source is kept.
+///
+/// The mark matters only where the nat table sees a packet: the first of
+/// a connection. A TCP segment other than a SYN without ACK cannot start
+/// one, so it skips the lookup. Where conntrack picks a connection up mid
+/// stream (`nf_conntrack_tcp_loose`, after a flush), that packet arrives
+/// unmarked and the xt_bpf rule decides it on the same table, exactly as
+/// before. Everything else keeps the lookup: other protocols, fragments
+/// (whose TCP header may be elsewhere) and IPv6 with extension headers.
 #[inline(always)]
 fn try_classify(ctx: &TcContext) -> Result<(), ()> {
-    let ether_type = u16::from_be_bytes(read::<2>(ctx, ETH_TYPE_OFFSET)?);
-    let (keep, seen_slot, kept_slot) = match ether_type {
-        ETH_P_IPV4 => (
-            keeps_source_v4(read::<4>(ctx, IPV4_DST_OFFSET)?),
-            STAT_V4_SEEN,
-            STAT_V4_KEPT,
-        ),
-        ETH_P_IPV6 => (
-            keeps_source_v6(read::<16>(ctx, IPV6_DST_OFFSET)?),
-            STAT_V6_SEEN,
-            STAT_V6_KEPT,
-        ),
+    // skb->protocol rather than the frame's EtherType: the kernel has taken
+    // an offloaded or outer VLAN tag out of the frame by tcx ingress and
+    // names the protocol behind it here.
+    // SAFETY: the context is the kernel's __sk_buff for this run.
+    let mut protocol = u16::from_be(unsafe { (*ctx.skb.skb).protocol } as u16);
+    let mut l3 = ETH_HEADER_LEN;
+    if protocol == ETH_P_8021Q || protocol == ETH_P_8021AD {
+        // A tag still in the frame (the inner one of QinQ): the protocol
+        // follows it.
+        protocol = u16::from_be_bytes(pair(ctx, ETH_HEADER_LEN + 2)?);
+        l3 += VLAN_HEADER_LEN;
+    }
+    // Every field is read as a 16-bit word: with a variable offset (the
+    // IHL), LLVM turns a 1-byte bounds check into a strict comparison that
+    // the verifier does not take as proof of the byte's presence.
+    let (keep, seen_slot, kept_slot) = match protocol {
+        ETH_P_IPV4 => {
+            let [version_ihl, _] = pair(ctx, l3)?;
+            let fragment = u16::from_be_bytes(pair(ctx, l3 + 6)?);
+            let [_, transport] = pair(ctx, l3 + 8)?;
+            if transport == IPPROTO_TCP && fragment & IPV4_FRAGMENT == 0 {
+                let header_len = usize::from(version_ihl & 0x0F) * 4;
+                if !opens_connection(tcp_flags(ctx, l3 + header_len)?) {
+                    return Ok(());
+                }
+            }
+            let destination = load::<u32>(ctx, l3 + 16)?;
+            (
+                keeps_source_v4(destination.to_ne_bytes()),
+                STAT_V4_SEEN,
+                STAT_V4_KEPT,
+            )
+        }
+        ETH_P_IPV6 => {
+            let [next_header, _] = pair(ctx, l3 + 6)?;
+            if next_header == IPPROTO_TCP
+                && !opens_connection(tcp_flags(ctx, l3 + IPV6_HEADER_LEN)?)
+            {
+                return Ok(());
+            }
+            let mut destination = [0u8; 16];
+            for (word, chunk) in destination.chunks_exact_mut(4).enumerate() {
+                chunk.copy_from_slice(&load::<u32>(ctx, l3 + 24 + word * 4)?.to_ne_bytes());
+            }
+            (keeps_source_v6(destination), STAT_V6_SEEN, STAT_V6_KEPT)
+        }
         _ => return Ok(()),
     };
     count(seen_slot);
@@ -74,18 +128,46 @@ fn try_classify(ctx: &TcContext) -> Result<(), ()> {
     Ok(())
 }
 
-/// Reads `N` bytes at `offset`: straight from the linear packet data when the
-/// headers are there (the common case), through `bpf_skb_load_bytes` when
+/// The flags byte of the TCP header at `offset`, read with the data
+/// offset byte before it.
+#[inline(always)]
+fn tcp_flags(ctx: &TcContext, offset: usize) -> Result<u8, ()> {
+    let [_, flags] = pair(ctx, offset + TCP_FLAGS_OFFSET - 1)?;
+    Ok(flags)
+}
+
+/// The two bytes at `offset`, in packet order, from one 16-bit load (a
+/// `[u8; 2]` would be read byte by byte).
+#[inline(always)]
+fn pair(ctx: &TcContext, offset: usize) -> Result<[u8; 2], ()> {
+    Ok(load::<u16>(ctx, offset)?.to_ne_bytes())
+}
+
+/// Whether TCP flags can open a connection: SYN without ACK.
+#[inline(always)]
+fn opens_connection(flags: u8) -> bool {
+    flags & (TCP_SYN | TCP_ACK) == TCP_SYN
+}
+
+/// Reads a `T` at `offset`: one load straight from the linear packet data
+/// when the headers are there (the common case), `bpf_skb_load_bytes` when
 /// the skb is non-linear.
 #[inline(always)]
-fn read<const N: usize>(ctx: &TcContext, offset: usize) -> Result<[u8; N], ()> {
+fn load<T: Copy>(ctx: &TcContext, offset: usize) -> Result<T, ()> {
     let start = ctx.data();
     let end = ctx.data_end();
-    if start + offset + N <= end {
-        // SAFETY: bounds checked against data_end just above.
-        Ok(unsafe { *((start + offset) as *const [u8; N]) })
+    if start + offset + core::mem::size_of::<T>() <= end {
+        // SAFETY: bounds checked against data_end just above, which is what
+        // the verifier requires. An aligned read on purpose: headers behind
+        // the 14-byte Ethernet header sit at 2-byte boundaries, and LLVM's
+        // BPF backend splits an unaligned read into byte loads (which were
+        // most of this program). The load instructions themselves take any
+        // alignment on the JITs of the architectures that run the agent
+        // (x86-64, arm64: efficient unaligned access, so the verifier does
+        // not enforce alignment of packet reads).
+        Ok(unsafe { core::ptr::read((start + offset) as *const T) })
     } else {
-        ctx.load::<[u8; N]>(offset).map_err(|_| ())
+        ctx.load::<T>(offset).map_err(|_| ())
     }
 }
 

@@ -159,7 +159,8 @@ pub struct RunArgs {
     pub mark: u32,
 
     /// Comma-separated interface name globs to attach to (e.g. `cni0` or
-    /// `cali*`); by default every veth.
+    /// `cali*`); by default every veth but one a default route leaves
+    /// through.
     #[arg(long, value_name = "GLOBS")]
     pub interfaces: Option<String>,
 

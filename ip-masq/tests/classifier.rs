@@ -194,6 +194,108 @@ fn packet_counters_count_seen_and_kept() {
     assert_eq!(after.v6_seen, before.v6_seen);
 }
 
+/// The mark and the lookup counters after the classifier ran on `frame`.
+fn run_frame(loaded: &mut Loaded, frame: &[u8]) -> (u32, u64) {
+    let before = loaded.datapath.stats().unwrap();
+    let probe = loaded.datapath.probe(frame, 0).expect("test run");
+    assert_eq!(probe.return_value, TC_ACT_UNSPEC);
+    let after = loaded.datapath.stats().unwrap();
+    let looked_up = (after.v4_seen - before.v4_seen) + (after.v6_seen - before.v6_seen);
+    (probe.mark, looked_up)
+}
+
+/// Only a packet that can start a connection is looked up: for TCP a SYN
+/// without ACK. Other segments go unmarked and uncounted (the nat table
+/// never sees them, or, picked up mid stream, its xt_bpf rule decides
+/// them). Everything else is looked up: UDP, fragments (the TCP header may
+/// not be in them), IPv6 behind an extension header.
+#[test]
+#[ignore = "needs root"]
+fn only_what_can_start_a_connection_is_looked_up() {
+    use packet::{IpShape, TCP_ACK, TCP_SYN};
+    let mut loaded = load(
+        "nonMasqueradeCIDRs: [10.0.0.0/8, 2001:db8::/32]",
+        true,
+        DEFAULT_KEEP_SOURCE_MARK,
+    );
+    let kept = (DEFAULT_KEEP_SOURCE_MARK, 1);
+    let skipped = (0, 0);
+    let plain = IpShape::default();
+    for destination in ["10.1.2.3", "2001:db8::7"] {
+        let destination: IpAddr = destination.parse().unwrap();
+        let tcp = |flags, shape| packet::tcp_to(destination, flags, shape);
+        assert_eq!(
+            run_frame(&mut loaded, &tcp(TCP_SYN, plain)),
+            kept,
+            "{destination} SYN"
+        );
+        for flags in [TCP_ACK, TCP_SYN | TCP_ACK, 0x11, 0x04, 0x18] {
+            assert_eq!(
+                run_frame(&mut loaded, &tcp(flags, plain)),
+                skipped,
+                "{destination} flags {flags:#x}"
+            );
+        }
+        assert_eq!(run_frame(&mut loaded, &packet::udp_to(destination)), kept);
+        // A tag still in the frame: the protocol behind it decides.
+        assert_eq!(
+            run_frame(&mut loaded, &packet::vlan_tagged(&tcp(TCP_SYN, plain))),
+            kept,
+            "{destination} tagged SYN"
+        );
+        assert_eq!(
+            run_frame(&mut loaded, &packet::vlan_tagged(&tcp(TCP_ACK, plain))),
+            skipped,
+            "{destination} tagged ACK"
+        );
+    }
+    let v4: IpAddr = "10.1.2.3".parse().unwrap();
+    // IPv4 options move the TCP header: the IHL is followed.
+    let options = IpShape {
+        ipv4_option_words: 3,
+        ..IpShape::default()
+    };
+    assert_eq!(
+        run_frame(&mut loaded, &packet::tcp_to(v4, TCP_SYN, options)),
+        kept
+    );
+    assert_eq!(
+        run_frame(&mut loaded, &packet::tcp_to(v4, TCP_ACK, options)),
+        skipped
+    );
+    // Fragments, first or later, are looked up whatever their bytes say.
+    for fragment in [0x2000, 0x0001, 0x2005] {
+        let shape = IpShape {
+            ipv4_fragment: fragment,
+            ..IpShape::default()
+        };
+        assert_eq!(
+            run_frame(&mut loaded, &packet::tcp_to(v4, TCP_ACK, shape)),
+            kept,
+            "fragment {fragment:#x}"
+        );
+    }
+    let hop_by_hop = IpShape {
+        ipv6_hop_by_hop: true,
+        ..IpShape::default()
+    };
+    assert_eq!(
+        run_frame(
+            &mut loaded,
+            &packet::tcp_to("2001:db8::7".parse().unwrap(), TCP_ACK, hop_by_hop)
+        ),
+        kept
+    );
+    // A masqueraded destination is looked up too, and left unmarked.
+    assert_eq!(
+        run_frame(
+            &mut loaded,
+            &packet::tcp_to("8.8.8.8".parse().unwrap(), TCP_SYN, plain)
+        ),
+        (0, 1)
+    );
+}
+
 /// Runs the xt_bpf filter of `family` on a SYN to `destination` and
 /// returns whether it matched ("keep source").
 fn xt_keeps(loaded: &mut Loaded, family: Family, destination: &str) -> bool {

@@ -124,6 +124,9 @@ impl Lab {
         }
         ext.ip(&["link", "set", "eth0", "up"]);
         ext.ip(&["route", "add", "10.244.0.0/16", "via", "192.0.2.1"]);
+        // As on a real node, the uplink holds the default route, which keeps
+        // the classifier off it although it is a veth.
+        node.ip(&["route", "add", "default", "via", "192.0.2.2"]);
         node.sysctl("net.ipv4.ip_forward", "1");
         if ipv6 {
             node.ip(&[
@@ -161,6 +164,7 @@ impl Lab {
                 "via",
                 "2001:db8:ff::1",
             ]);
+            node.ip(&["-6", "route", "add", "default", "via", "2001:db8:ff::2"]);
             node.sysctl("net.ipv6.conf.all.forwarding", "1");
         }
     }

@@ -188,8 +188,9 @@ fn metrics_count_exactly_the_packets_sent() {
     // RFC 1918 and link-local.
     assert_eq!(value(&before, "ip_masq_map_entries", &v4), 4.0);
     assert_eq!(value(&before, "ip_masq_map_capacity", &v4), 65_536.0);
-    // Two pod veths and the uplink, which is a veth in the lab too.
-    assert_eq!(value(&before, "ip_masq_interfaces_attached", &[]), 3.0);
+    // The two pod veths; not the uplink, a veth too, which holds the
+    // default route.
+    assert_eq!(value(&before, "ip_masq_interfaces_attached", &[]), 2.0);
     assert_eq!(value(&before, "ip_masq_iptables_repairs_total", &v4), 0.0);
     assert_eq!(
         value(
@@ -835,13 +836,13 @@ fn sigterm_leaves_the_datapath_and_the_next_agent_adopts_it() {
         .pods
         .iter()
         .map(|pod| pod.host_interface.as_str())
-        .chain(["uplink0"])
         .collect();
     let before = json_of(&command_in(&lab, "status", &["--json"]));
     let rules = lab.node.iptables_save("iptables", "nat");
     let entries = dump_maps(&lab.bpffs.pin_dir()).expect("dump");
     let links = link_ids(&before);
-    assert_eq!(links.len(), 3, "two pods and the uplink: {before:#}");
+    // Not the uplink: the default route leaves through it.
+    assert_eq!(links.len(), 2, "the two pods: {before:#}");
 
     let signalled = Instant::now();
     let status = agent
@@ -918,7 +919,7 @@ fn cleanup_leaves_nothing_behind() {
         .iter()
         .map(|link| link["linkId"].as_u64().expect("link id"))
         .collect();
-    assert_eq!(link_ids.len(), 3, "two pods and the uplink: {status:#}");
+    assert_eq!(link_ids.len(), 2, "the two pods: {status:#}");
     let state_files = || std::fs::read_dir(lab.state_dir()).map_or(0, Iterator::count);
     assert_eq!(state_files(), 1);
 

@@ -334,16 +334,13 @@ fn link_pin(lab: &Lab, interface: &str) -> PathBuf {
         .join(format!("tcx_ingress_{}", ifindex(lab, interface)))
 }
 
-/// Every veth in the node namespace: the pods' host sides and the uplink,
-/// which the default selector (every veth) takes too.
+/// The pods' host-side veths, which the default selector takes; not the
+/// uplink, a veth too, which holds the default route.
 fn veths(lab: &Lab) -> Vec<String> {
-    let mut names: Vec<String> = lab
-        .pods
+    lab.pods
         .iter()
         .map(|pod| pod.host_interface.clone())
-        .collect();
-    names.push("uplink0".to_owned());
-    names
+        .collect()
 }
 
 /// Exactly one classifier on every veth.
@@ -355,6 +352,11 @@ fn assert_one_attachment_each(lab: &Lab) {
             "exactly one attachment on {interface}"
         );
     }
+    assert_eq!(
+        lab.node.tcx_ingress_programs("uplink0"),
+        Vec::<String>::new(),
+        "the uplink holds the default route"
+    );
 }
 
 /// Kernel ids of the links pinned for every veth, in [`veths`] order.

@@ -20,6 +20,8 @@ const APT_TOOLS: &[(&str, &str)] = &[
     ("bpftool", "bpftool"),
     ("conntrack", "conntrack"),
     ("nft", "nftables"),
+    // The benchmark's ipset contender.
+    ("ipset", "ipset"),
     ("nsenter", "util-linux"),
     ("vtysh", "frr"),
     ("python3", "python3"),

@@ -30,16 +30,29 @@ impl<K: Maps + Links, R: Rules> Agent<K, R> {
     }
 
     /// Attaches to every selected interface of `present` that lacks the
-    /// classifier, and drops pins of interfaces that are gone.
+    /// classifier, takes it off present interfaces that are no longer
+    /// selected (one a default route now leaves through, or a link left by
+    /// a run with other `--interfaces`), and drops pins of interfaces that
+    /// are gone.
     pub(super) fn reconcile(&mut self, present: Vec<Interface>) -> Result<(), AgentError> {
+        self.default_routes = present
+            .iter()
+            .filter(|interface| interface.default_route)
+            .map(|interface| interface.index)
+            .collect();
         let present_indexes: Vec<u32> = present.iter().map(|i| i.index).collect();
-        for index in self.datapath.pinned_ifindexes()? {
+        let pinned = self.datapath.pinned_ifindexes()?;
+        for &index in &pinned {
             if !present_indexes.contains(&index) {
                 self.forget(index);
             }
         }
         for interface in present {
             if !self.options.selector.selects(&interface) {
+                if self.attached.contains_key(&interface.index) || pinned.contains(&interface.index)
+                {
+                    self.detach(&interface);
+                }
                 continue;
             }
             let verified = self.attached.contains_key(&interface.index)
@@ -55,9 +68,12 @@ impl<K: Maps + Links, R: Rules> Agent<K, R> {
         Ok(())
     }
 
+    /// Follows a link event. A default route that changed needs the routes
+    /// read again, which the caller does with [`Agent::reconcile`].
     pub(super) fn on_link_event(&mut self, event: LinkEvent) {
         match event {
-            LinkEvent::Changed(interface) => {
+            LinkEvent::Changed(mut interface) => {
+                interface.default_route = self.default_routes.contains(&interface.index);
                 if self.options.selector.selects(&interface)
                     && !self.attached.contains_key(&interface.index)
                 {
@@ -65,6 +81,26 @@ impl<K: Maps + Links, R: Rules> Agent<K, R> {
                 }
             }
             LinkEvent::Removed { index } => self.forget(index),
+            LinkEvent::DefaultRouteChanged => {}
+        }
+    }
+
+    /// Takes the classifier off an interface the selector no longer picks:
+    /// its pin is the link's last reference.
+    fn detach(&mut self, interface: &Interface) {
+        self.attached.remove(&interface.index);
+        self.shared
+            .update(|status| status.clear_attach_failure(interface.index));
+        match self.datapath.forget(interface.index) {
+            Ok(()) => info!(
+                interface = %interface.name,
+                ifindex = interface.index,
+                default_route = interface.default_route,
+                "detached: the interface is not selected"
+            ),
+            Err(err) => {
+                error!(interface = %interface.name, error = %error_chain(&err), "cannot detach the classifier");
+            }
         }
     }
 

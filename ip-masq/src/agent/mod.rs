@@ -13,7 +13,11 @@
 //! brings the maps to a table in a safe order, [`source`] reads the file,
 //! and [`lock`] keeps a second agent off the pin directory.
 
-use std::{collections::BTreeMap, path::PathBuf, time::Duration};
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::PathBuf,
+    time::Duration,
+};
 
 use thiserror::Error;
 use tokio::{
@@ -32,6 +36,7 @@ use crate::kernel::iptables::RulesError;
 use crate::kernel::netlink;
 use crate::kernel::watch;
 use crate::kernel::watch::ConfigEvent;
+use crate::kernel::watch::LinkEvent;
 use crate::model::DatapathMode;
 use crate::model::Family;
 use crate::options::AgentOptions;
@@ -110,6 +115,9 @@ struct Agent<K, R> {
     installers: Vec<R>,
     /// Interfaces that carry the classifier, by index.
     attached: BTreeMap<u32, String>,
+    /// Interfaces default routes left through at the last reconcile: the
+    /// uplinks, which the default selection leaves alone.
+    default_routes: BTreeSet<u32>,
     /// What the HTTP handlers and `ip-masq status` see.
     shared: Shared,
     publisher: StatePublisher,
@@ -212,7 +220,14 @@ pub async fn run(options: AgentOptions) -> Result<(), AgentError> {
                 agent.on_config_change();
             }
             Some(event) = link_rx.recv() => {
-                agent.on_link_event(event);
+                if event == LinkEvent::DefaultRouteChanged {
+                    // The uplink may have moved: routes and links read again.
+                    if let Err(err) = agent.reconcile_interfaces(&handle).await {
+                        error!(error = %error_chain(&err), "cannot reconcile interfaces");
+                    }
+                } else {
+                    agent.on_link_event(event);
+                }
             }
             () = shared.repair_requested() => {
                 // `/readyz` found the rules missing or changed.
@@ -268,6 +283,7 @@ impl<K: Maps + Links, R: Rules> Agent<K, R> {
             last_read_error: None,
             installers,
             attached: BTreeMap::new(),
+            default_routes: BTreeSet::new(),
             shared,
             publisher,
             connections: None,

@@ -1,5 +1,6 @@
-//! Event sources: changes to the config file (inotify on its directory) and
-//! interfaces that appear or go away (rtnetlink link notifications).
+//! Event sources: changes to the config file (inotify on its directory),
+//! interfaces that appear or go away and default routes that change
+//! (rtnetlink link and route notifications).
 
 use std::{
     ffi::OsString,
@@ -14,7 +15,7 @@ use netlink_sys::{AsyncSocket as _, SocketAddr};
 use thiserror::Error;
 use tokio::sync::mpsc;
 
-use crate::kernel::netlink::Interface;
+use crate::kernel::netlink::{Interface, is_default_route};
 
 /// Errors setting up a watch.
 #[derive(Debug, Error)]
@@ -25,7 +26,7 @@ pub enum WatchError {
         #[source]
         source: std::io::Error,
     },
-    #[error("cannot subscribe to rtnetlink link events")]
+    #[error("cannot subscribe to rtnetlink link and route events")]
     Netlink(#[source] std::io::Error),
 }
 
@@ -155,17 +156,23 @@ pub enum LinkEvent {
     Changed(Interface),
     /// An interface was deleted.
     Removed { index: u32 },
+    /// A default route was added or removed: which interface is the uplink
+    /// may have changed.
+    DefaultRouteChanged,
 }
 
-/// Subscribes to rtnetlink link notifications. Subscribe before listing
-/// interfaces, so that none created in between is missed.
+/// Subscribes to rtnetlink link and route notifications (only default
+/// routes are reported). Subscribe before listing interfaces, so that none
+/// created in between is missed.
 ///
 /// # Errors
 /// Fails when the netlink socket cannot be opened or bound.
 pub fn link_events(events: mpsc::Sender<LinkEvent>) -> Result<(), WatchError> {
     let (mut connection, _handle, mut messages) =
         rtnetlink::new_connection().map_err(WatchError::Netlink)?;
-    let groups = rtnetlink::constants::RTMGRP_LINK;
+    let groups = rtnetlink::constants::RTMGRP_LINK
+        | rtnetlink::constants::RTMGRP_IPV4_ROUTE
+        | rtnetlink::constants::RTMGRP_IPV6_ROUTE;
     connection
         .socket_mut()
         .socket_mut()
@@ -183,6 +190,11 @@ pub fn link_events(events: mpsc::Sender<LinkEvent>) -> Result<(), WatchError> {
                         index: link.header.index,
                     })
                 }
+                // Pod routes come and go with every pod: only a default
+                // route can change the uplink.
+                NetlinkPayload::InnerMessage(
+                    RouteNetlinkMessage::NewRoute(route) | RouteNetlinkMessage::DelRoute(route),
+                ) if is_default_route(&route) => Some(LinkEvent::DefaultRouteChanged),
                 _ => None,
             };
             if let Some(event) = event

@@ -107,7 +107,7 @@ impl Collector for Snapshot {
             counters(
                 &mut encoder,
                 "packets_seen",
-                "Packets, every packet of every flow, that the TC classifier looked up at the tcx ingress of a pod interface, by address family. Only --datapath tc attaches the classifier.",
+                "Packets the TC classifier looked up at the tcx ingress of a pod interface, by address family: every packet that can open a connection (a TCP SYN without ACK, any other protocol, fragments, IPv6 behind extension headers); other TCP segments skip the lookup. Only --datapath tc attaches the classifier.",
                 &[
                     (family("ipv4"), packets.v4_seen),
                     (family("ipv6"), packets.v6_seen),
@@ -116,7 +116,7 @@ impl Collector for Snapshot {
             counters(
                 &mut encoder,
                 "packets_keep_source",
-                "Packets the TC classifier marked keep-source (not masqueraded), by address family.",
+                "Packets the TC classifier looked up and marked keep-source (not masqueraded), by address family.",
                 &[
                     (family("ipv4"), packets.v4_kept),
                     (family("ipv6"), packets.v6_kept),

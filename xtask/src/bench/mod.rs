@@ -1,7 +1,8 @@
-//! `cargo xtask bench`: ip-masq against bare MASQUERADE and against
-//! ip-masq-agent's per-CIDR chain, side by side in one run on the real
-//! kernel, in a namespace lab that is removed afterwards. Writes
-//! `bench/results.json` and `bench/results.md`.
+//! `cargo xtask bench`: ip-masq against bare MASQUERADE, ip-masq-agent's
+//! per-CIDR chain and what a user could pick instead (an ipset match, an
+//! nftables set), side by side in one run on the real kernel, in a
+//! namespace lab that is removed afterwards. Writes `bench/results.json`
+//! and `bench/results.md`.
 //!
 //! Phases, in order: the datapath's cost per packet (BPF_PROG_TEST_RUN),
 //! new flows per second through NAT, bulk TCP throughput with the BPF
@@ -18,6 +19,7 @@ mod flows;
 mod microbench;
 mod node;
 mod report;
+mod sets;
 mod throughput;
 
 use std::{
@@ -336,6 +338,14 @@ fn flow_size(
             Err(err) => skipped.push(format!("(b) skipped: {err:#}")),
         },
     }
+    let mut set_loads = None;
+    match bed.load_sets(cidrs, CHAIN_B_LIMIT) {
+        Ok(loads) => {
+            set_loads = Some(loads);
+            contenders.extend([Contender::IpSet, Contender::NftSet]);
+        }
+        Err(err) => skipped.push(format!("(s) and (n) skipped: {err:#}")),
+    }
     if bed.agent_can_load_config() {
         contenders.push(Contender::IpMasq);
         if bed.features.xt_bpf {
@@ -420,6 +430,7 @@ fn flow_size(
             bpf_cost.push(sample);
         }
     }
+    bed.drop_sets()?;
     let values: Vec<(Contender, usize, f64)> = samples
         .iter()
         .map(|s| (s.contender, s.seq, s.flows_per_second))
@@ -428,6 +439,8 @@ fn flow_size(
         cidrs: size,
         bpf_cost,
         chain_b_restore_ms,
+        ipset_restore_ms: set_loads.map(|l| l.ipset.as_secs_f64() * 1000.0),
+        nft_load_ms: set_loads.map(|l| l.nft.as_secs_f64() * 1000.0),
         summary: report::summarize(&values),
         ratios: report::ratios_to_masquerade(&values),
         samples,

@@ -43,6 +43,12 @@ pub(super) enum Contender {
     IpMasq,
     /// (x) ip-masq `--datapath xt-bpf`.
     XtBpf,
+    /// (s) an iptables RETURN on an ipset `hash:net` match, then
+    /// MASQUERADE.
+    IpSet,
+    /// (n) a native nftables nat chain: RETURN on an interval set, then
+    /// masquerade.
+    NftSet,
 }
 
 impl Contender {
@@ -54,6 +60,8 @@ impl Contender {
             Self::Chain => "b",
             Self::IpMasq => "c",
             Self::XtBpf => "x",
+            Self::IpSet => "s",
+            Self::NftSet => "n",
         }
     }
 
@@ -64,6 +72,8 @@ impl Contender {
             Self::Chain => "ip-masq-agent chain (RETURN per CIDR)",
             Self::IpMasq => "ip-masq, tc classifier",
             Self::XtBpf => "ip-masq, --datapath xt-bpf",
+            Self::IpSet => "iptables + ipset hash:net",
+            Self::NftSet => "nftables interval set",
         }
     }
 
@@ -75,7 +85,10 @@ impl Contender {
     /// Whether the contender honours the CIDR list (the inside address
     /// keeps its source).
     pub(super) fn has_exclusions(self) -> bool {
-        matches!(self, Self::Chain | Self::IpMasq | Self::XtBpf)
+        matches!(
+            self,
+            Self::Chain | Self::IpMasq | Self::XtBpf | Self::IpSet | Self::NftSet
+        )
     }
 }
 
@@ -389,6 +402,8 @@ impl Bed {
                 self.iptables_owned(&["-t", "nat", "-A"], &chain_b_jump())?;
             }
             Contender::IpMasq | Contender::XtBpf => self.start_agent(contender)?,
+            Contender::IpSet => self.activate_ipset()?,
+            Contender::NftSet => self.activate_nft()?,
         }
         self.check_decisions(contender)
     }
@@ -407,6 +422,8 @@ impl Bed {
                 }
             }
             Contender::IpMasq | Contender::XtBpf => self.stop_agent()?,
+            Contender::IpSet => self.deactivate_ipset()?,
+            Contender::NftSet => self.deactivate_nft()?,
         }
         self.check_clean()
     }
@@ -475,6 +492,10 @@ impl Bed {
             .filter(|line| line.starts_with("-A "))
             .collect();
         ensure!(rules.is_empty(), "POSTROUTING still holds {rules:?}");
+        ensure!(
+            !self.nft_chain_active()?,
+            "the nftables contender's chain is still hooked in"
+        );
         let programs = self.lab.node.tcx_ingress_programs(self.pod_interface());
         ensure!(
             programs.is_empty(),
@@ -571,9 +592,12 @@ mod tests {
             Contender::Chain,
             Contender::IpMasq,
             Contender::XtBpf,
+            Contender::IpSet,
+            Contender::NftSet,
         ];
         let letters: Vec<&str> = all.iter().map(|c| c.letter()).collect();
-        assert_eq!(letters, ["a", "m", "b", "c", "x"]);
+        assert_eq!(letters, ["a", "m", "b", "c", "x", "s", "n"]);
+        assert!(Contender::IpSet.has_exclusions() && Contender::NftSet.masquerades());
         assert!(!Contender::None.masquerades());
         assert!(!Contender::Masquerade.has_exclusions());
         assert!(Contender::XtBpf.has_exclusions());

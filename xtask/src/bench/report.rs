@@ -62,6 +62,10 @@ pub(super) struct FlowSize {
     pub cidrs: usize,
     /// How long iptables-restore took to load the (b) chain.
     pub chain_b_restore_ms: Option<f64>,
+    /// How long `ipset restore` took to load the (s) set.
+    pub ipset_restore_ms: Option<f64>,
+    /// How long `nft -f` took to load the (n) set.
+    pub nft_load_ms: Option<f64>,
     pub samples: Vec<FlowSample>,
     /// Extra runs of (c) and (x) with BPF statistics on.
     pub bpf_cost: Vec<FlowSample>,
@@ -177,6 +181,8 @@ pub(super) fn ratios_to_masquerade(values: &[(Contender, usize, f64)]) -> Vec<Ra
         Contender::IpMasq,
         Contender::Chain,
         Contender::XtBpf,
+        Contender::IpSet,
+        Contender::NftSet,
         Contender::None,
     ]
     .into_iter()
@@ -204,6 +210,32 @@ pub(super) fn targets(results: &Results) -> Vec<Target> {
             measured: ratio.map(|r| format!("{:.3}", r.value)),
             pass: ratio.map(|r| r.value >= 0.95),
         });
+    }
+    // Against what a user could pick instead: the better of the two sets,
+    // each ratio to the (m) run next to it, so that both share a reference.
+    for cidrs in [10_000, 100_000] {
+        let flows = results.flows.iter().find(|f| f.cidrs == cidrs);
+        let ratio = |name: &str| {
+            flows
+                .and_then(|f| ratio_named(&f.ratios, name))
+                .map(|r| r.value)
+        };
+        let best_set = match (ratio("s/m"), ratio("n/m")) {
+            (Some(s), Some(n)) => Some(s.max(n)),
+            (one, other) => one.or(other),
+        };
+        for (ours, letter) in [("c/m", "c"), ("x/m", "x")] {
+            let measured = ratio(ours).zip(best_set).map(|(ours, set)| ours / set);
+            out.push(Target {
+                name: format!(
+                    "new flows, {letter} / the better of s and n at {}",
+                    size_label(cidrs)
+                ),
+                target: ">= 0.97".into(),
+                measured: measured.map(|r| format!("{r:.3}")),
+                pass: measured.map(|r| r >= 0.97),
+            });
+        }
     }
     let hit_ratio = results.datapath.as_ref().and_then(|d| {
         let size = d.sizes.iter().find(|s| s.cidrs == 10_000)?;
@@ -562,8 +594,8 @@ pub(super) fn summary_tables(out: &mut String, results: &Results) {
             let _ = write!(header, " {contender} |");
             rule.push_str("---:|");
         }
-        header.push_str(" c/m | b/m | x/m |");
-        rule.push_str("---:|---:|---:|");
+        header.push_str(" c/m | b/m | x/m | s/m | n/m |");
+        rule.push_str("---:|---:|---:|---:|---:|");
         let _ = writeln!(out, "{header}\n{rule}");
         for size in &results.flows {
             let mut row = format!("| {} |", size_label(size.cidrs));
@@ -575,7 +607,7 @@ pub(super) fn summary_tables(out: &mut String, results: &Results) {
                     .map_or_else(|| "skipped".into(), |s| format!("{:.0}", s.median));
                 let _ = write!(row, " {cell} |");
             }
-            for name in ["c/m", "b/m", "x/m"] {
+            for name in ["c/m", "b/m", "x/m", "s/m", "n/m"] {
                 let cell = ratio_named(&size.ratios, name).map_or_else(
                     || "–".into(),
                     |r| format!("{:.2} ({:.2}–{:.2})", r.value, r.low, r.high),
@@ -625,6 +657,13 @@ pub(super) fn summary_tables(out: &mut String, results: &Results) {
                     "- {}: loading the (b) chain with iptables-restore took {:.0} ms",
                     size_label(size.cidrs),
                     ms
+                );
+            }
+            if let (Some(ipset), Some(nft)) = (size.ipset_restore_ms, size.nft_load_ms) {
+                let _ = writeln!(
+                    out,
+                    "- {}: loading the (s) set with ipset restore took {ipset:.0} ms, the (n) set with nft -f {nft:.0} ms",
+                    size_label(size.cidrs),
                 );
             }
         }
@@ -811,7 +850,7 @@ mod tests {
     #[test]
     fn unmeasured_targets_are_not_passes() {
         let targets = targets(&empty_results());
-        assert_eq!(targets.len(), 8);
+        assert_eq!(targets.len(), 12);
         assert!(targets.iter().all(|t| t.pass.is_none()));
     }
 
@@ -822,6 +861,8 @@ mod tests {
         results.flows.push(FlowSize {
             cidrs: 10_000,
             chain_b_restore_ms: None,
+            ipset_restore_ms: None,
+            nft_load_ms: None,
             samples: Vec::new(),
             bpf_cost: Vec::new(),
             summary: summarize(&values),
@@ -915,6 +956,8 @@ mod tests {
         results.flows.push(FlowSize {
             cidrs: 10_000,
             chain_b_restore_ms: None,
+            ipset_restore_ms: None,
+            nft_load_ms: None,
             samples: Vec::new(),
             bpf_cost: vec![measured],
             summary: summarize(&values),

@@ -11,7 +11,97 @@ fn bridge(index: u32, name: &str) -> Interface {
         name: name.into(),
         kind: Some("bridge".into()),
         ethernet: true,
+        default_route: false,
     }
+}
+
+/// A veth that a default route leaves through: a container-based node's
+/// uplink.
+fn uplink(index: u32, name: &str) -> Interface {
+    Interface {
+        default_route: true,
+        ..veth(index, name)
+    }
+}
+
+#[test]
+fn the_uplink_is_left_alone_unless_named() {
+    let mut harness = Harness::new("uplink");
+    harness
+        .agent
+        .reconcile(vec![uplink(2, "eth0"), veth(7, "veth7")])
+        .unwrap();
+    assert_eq!(harness.kernel().attach_calls, ["veth7"]);
+    // A later event for it (an address change) knows it is the uplink.
+    harness
+        .agent
+        .on_link_event(LinkEvent::Changed(veth(2, "eth0")));
+    assert_eq!(harness.kernel().attach_calls, ["veth7"]);
+
+    let selector = Selector::parse(Some("eth0,veth*")).unwrap();
+    let mut harness = Harness::with("uplink-named", FakeKernel::default(), selector);
+    harness
+        .agent
+        .reconcile(vec![uplink(2, "eth0"), veth(7, "veth7")])
+        .unwrap();
+    assert_eq!(harness.kernel().attach_calls, ["eth0", "veth7"]);
+}
+
+#[test]
+fn a_veth_that_becomes_the_uplink_is_detached() {
+    let mut harness = Harness::new("becomes-uplink");
+    harness
+        .agent
+        .reconcile(vec![veth(2, "eth0"), veth(7, "veth7")])
+        .unwrap();
+    assert!(harness.kernel().link_pins.contains(&2));
+    // The default route moved to eth0.
+    harness
+        .agent
+        .reconcile(vec![uplink(2, "eth0"), veth(7, "veth7")])
+        .unwrap();
+    assert!(!harness.kernel().link_pins.contains(&2));
+    assert!(harness.kernel().link_pins.contains(&7));
+    assert!(!harness.agent.attached.contains_key(&2));
+    harness.agent.publish();
+    assert_eq!(
+        harness.status().attached,
+        [AttachedInterface {
+            name: "veth7".into(),
+            ifindex: 7
+        }]
+    );
+    // Moved away again: attached again.
+    harness
+        .agent
+        .reconcile(vec![veth(2, "eth0"), veth(7, "veth7")])
+        .unwrap();
+    assert!(harness.kernel().link_pins.contains(&2));
+}
+
+#[test]
+fn a_link_left_on_an_interface_no_longer_selected_is_removed() {
+    // An earlier run with `--interfaces 'veth*,cni0'` left a link on cni0.
+    let mut kernel = FakeKernel::default();
+    kernel.link_pins.extend([3, 7]);
+    kernel
+        .carrying
+        .extend(["cni0".to_owned(), "veth7".to_owned()]);
+    let mut harness = Harness::with("narrowed", kernel, Selector::AllVeth);
+    harness
+        .agent
+        .reconcile(vec![bridge(3, "cni0"), veth(7, "veth7")])
+        .unwrap();
+    assert_eq!(
+        harness
+            .kernel()
+            .link_pins
+            .iter()
+            .copied()
+            .collect::<Vec<_>>(),
+        [7]
+    );
+    assert_eq!(harness.kernel().attach_calls, ["veth7"]);
 }
 
 #[test]

@@ -325,6 +325,7 @@ fn veth(index: u32, name: &str) -> Interface {
         name: name.into(),
         kind: Some("veth".into()),
         ethernet: true,
+        default_route: false,
     }
 }
 
