@@ -1,10 +1,11 @@
 //! New flows per second from the pod to the external host through the
 //! node's NAT, contenders alternated within each round.
 //!
-//! Each flow is one UDP datagram from a fresh socket bound to a source port
-//! that no other flow of the measurement uses (ports and destination ports
-//! are walked in order, conntrack is flushed before every measurement), so
-//! every flow is a new conntrack entry and goes through the nat chain once.
+//! Each flow is one UDP frame written onto the pod's interface (see
+//! `inject`) with a source and destination port pair that no other flow of
+//! the measurement uses (pairs are walked in order, conntrack is flushed
+//! before every measurement), so every flow is a new conntrack entry and
+//! goes through the nat chain once.
 //! The flow count is what arrived at the external host's UDP layer; the
 //! growth of the node's conntrack table shows each arrival was a new entry.
 
@@ -27,6 +28,7 @@ use serde::Serialize;
 use super::{
     bpfstats::{self, Totals},
     counters::{self, ConntrackStats},
+    inject::{Addresses, BATCH, Injector, PortWalk, udp_frame},
     node::{Bed, Contender},
 };
 
@@ -142,73 +144,147 @@ pub(super) fn thread_ports(index: usize, threads: usize) -> Range<u16> {
     start as u16..(start + share) as u16
 }
 
-/// Load generator threads inside the pod namespace.
+/// The MAC address of `interface` in `netns`.
+fn mac_address(netns: &Netns, interface: &str) -> anyhow::Result<[u8; 6]> {
+    let output = netns.ip(&["-j", "link", "show", "dev", interface]);
+    ensure!(output.status.success(), "ip link show {interface} failed");
+    let links: serde_json::Value = serde_json::from_slice(&output.stdout)?;
+    let text = links[0]["address"]
+        .as_str()
+        .with_context(|| format!("no address for {interface}"))?;
+    let bytes: Vec<u8> = text
+        .split(':')
+        .map(|byte| u8::from_str_radix(byte, 16))
+        .collect::<Result<_, _>>()?;
+    bytes
+        .try_into()
+        .map_err(|_| anyhow::anyhow!("{interface}: not a MAC address: {text}"))
+}
+
+/// Generator threads writing frames onto the pod's interface.
 struct Generator {
     stop: Arc<AtomicBool>,
-    /// Datagrams sent so far, one counter per thread (each written by its
+    /// Frames sent so far, one counter per thread (each written by its
     /// thread only, so no cache line bounces between them per flow).
     sent: Vec<Arc<AtomicU64>>,
-    threads: Vec<JoinHandle<()>>,
+    threads: Vec<JoinHandle<anyhow::Result<()>>>,
+    /// Distinct port pairs over all threads: frames past it repeat a pair.
+    pairs: u64,
 }
 
 impl Generator {
-    fn start(pod: &Netns, destination: Ipv4Addr, threads: usize) -> Self {
+    fn start(bed: &Bed, destination: Ipv4Addr, threads: usize) -> anyhow::Result<Self> {
+        let pod = &bed.lab.pods[0];
+        let source = match pod.ipv4 {
+            std::net::IpAddr::V4(address) => address,
+            std::net::IpAddr::V6(_) => anyhow::bail!("the pod has an IPv4 address"),
+        };
+        let addresses = Addresses {
+            source_mac: mac_address(&pod.netns, "eth0")?,
+            gateway_mac: mac_address(&bed.lab.node, &pod.host_interface)?,
+            source,
+            destination,
+        };
         let stop = Arc::new(AtomicBool::new(false));
         let sent: Vec<Arc<AtomicU64>> = (0..threads).map(|_| Arc::default()).collect();
+        let pairs = (0..threads)
+            .map(|index| PortWalk::new(thread_ports(index, threads), SINK_PORTS).len() as u64)
+            .sum();
         let handles = (0..threads)
             .map(|index| {
                 let stop = Arc::clone(&stop);
                 let sent = Arc::clone(&sent[index]);
-                let path = pod.path();
-                let ports = thread_ports(index, threads);
+                let path = pod.netns.path();
+                let walk = PortWalk::new(thread_ports(index, threads), SINK_PORTS);
                 std::thread::spawn(move || {
                     enter_netns(&path);
-                    send_flows(&stop, &sent, destination, ports);
+                    let injector = Injector::open("eth0")?;
+                    send_flows(&stop, &sent, &injector, &addresses, walk);
+                    Ok(())
                 })
             })
             .collect();
-        Self {
+        Ok(Self {
             stop,
             sent,
             threads: handles,
-        }
+            pairs,
+        })
     }
 
     fn sent(&self) -> u64 {
         self.sent.iter().map(|c| c.load(Ordering::Relaxed)).sum()
     }
 
-    fn stop(self) {
+    fn stop(self) -> anyhow::Result<()> {
         self.stop.store(true, Ordering::Relaxed);
         for thread in self.threads {
-            thread.join().expect("generator thread");
+            thread.join().expect("generator thread")?;
         }
+        Ok(())
     }
 }
 
-/// One datagram per fresh socket, source ports walked in order for each
-/// destination port, until told to stop.
-fn send_flows(stop: &AtomicBool, counter: &AtomicU64, destination: Ipv4Addr, ports: Range<u16>) {
+/// Batches of frames, each with the walk's next port pair, until told to
+/// stop.
+fn send_flows(
+    stop: &AtomicBool,
+    counter: &AtomicU64,
+    injector: &Injector,
+    addresses: &Addresses,
+    mut walk: PortWalk,
+) {
     let mut sent = 0u64;
-    'outer: loop {
-        for destination_port in SINK_PORTS {
-            let target = SocketAddrV4::new(destination, destination_port);
-            for source_port in ports.clone() {
-                if stop.load(Ordering::Relaxed) {
-                    break 'outer;
-                }
-                let Ok(socket) =
-                    UdpSocket::bind(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, source_port))
-                else {
-                    continue;
-                };
-                if socket.send_to(&[0], target).is_ok() {
-                    sent += 1;
-                    counter.store(sent, Ordering::Relaxed);
-                }
-            }
-        }
+    let mut batch = Vec::with_capacity(BATCH);
+    while !stop.load(Ordering::Relaxed) {
+        batch.clear();
+        batch.extend(
+            walk.by_ref()
+                .take(BATCH)
+                .map(|(source, destination)| udp_frame(addresses, source, destination)),
+        );
+        sent += injector.send_batch(&batch) as u64;
+        counter.store(sent, Ordering::Relaxed);
     }
+}
+
+/// The generator's own ceiling: frames per second it writes when the node
+/// drops each one at the ingress of the pod's interface (an nftables
+/// netdev hook, before conntrack or routing), so nothing downstream slows
+/// it.
+pub(super) fn generator_ceiling(bed: &Bed, window: Window, threads: usize) -> anyhow::Result<f64> {
+    let interface = &bed.lab.pods[0].host_interface;
+    let table = format!(
+        "table netdev bench_ceiling {{\n  chain ingress {{\n    type filter hook ingress device \"{interface}\" priority 0; policy accept;\n    udp dport {}-{} drop\n  }}\n}}\n",
+        SINK_PORTS.start,
+        SINK_PORTS.end - 1
+    );
+    let mut child = super::node::command_in(&bed.lab.node, "nft")?
+        .args(["-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .context("spawn nft")?;
+    std::io::Write::write_all(&mut child.stdin.take().context("stdin")?, table.as_bytes())?;
+    ensure!(
+        child.wait()?.success(),
+        "nft could not add the ceiling's drop"
+    );
+    let measured = (|| -> anyhow::Result<f64> {
+        let generator = Generator::start(bed, Bed::destination(), threads)?;
+        std::thread::sleep(window.warmup);
+        let before = generator.sent();
+        let started = Instant::now();
+        std::thread::sleep(window.length);
+        let sent = generator.sent() - before;
+        let elapsed = started.elapsed();
+        generator.stop()?;
+        Ok(sent as f64 / elapsed.as_secs_f64())
+    })();
+    let removed = super::node::command_in(&bed.lab.node, "nft")?
+        .args(["delete", "table", "netdev", "bench_ceiling"])
+        .status()?;
+    ensure!(removed.success(), "nft could not remove the ceiling's drop");
+    measured
 }
 
 /// Measures `contender`, already active on `bed`.
@@ -225,7 +301,7 @@ pub(super) fn measure(
     sink.drain();
     let stats = bpf_stats.then(bpfstats::enable).transpose()?;
     let read_bpf = || stats.as_ref().map(|_| bpfstats::read(bed)).transpose();
-    let generator = Generator::start(bed.pod_netns(), Bed::destination(), threads);
+    let generator = Generator::start(bed, Bed::destination(), threads)?;
     std::thread::sleep(window.warmup);
     let sent_before = generator.sent();
     let bpf_before = read_bpf();
@@ -238,7 +314,12 @@ pub(super) fn measure(
     let conntrack_after = counters::conntrack_stats(&bed.lab.node);
     let bpf_after = read_bpf();
     let elapsed = started.elapsed();
-    generator.stop();
+    let pairs = generator.pairs;
+    generator.stop()?;
+    ensure!(
+        sent_after < pairs,
+        "{contender}: {sent_after} frames repeat some of the generator's {pairs} port pairs; shorten the window"
+    );
     drop(stats);
     let seen_source = sink.drain();
     let flows = arrivals_after? - arrivals_before?;
@@ -280,6 +361,12 @@ pub(super) fn check_sample(
         "{}: {:.3} new conntrack entries per flow; the flows were not all new connections",
         sample.contender,
         sample.new_entries_per_flow
+    );
+    ensure!(
+        sample.conntrack_drops == 0,
+        "{}: conntrack dropped {} flows (a full table measures the drops, not the contender)",
+        sample.contender,
+        sample.conntrack_drops
     );
     let expected = if sample.contender.masquerades() {
         node

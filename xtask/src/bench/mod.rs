@@ -16,6 +16,7 @@ mod cidrs;
 mod control;
 mod counters;
 mod flows;
+mod inject;
 mod microbench;
 mod node;
 mod report;
@@ -78,8 +79,8 @@ impl Plan {
                 flow_rounds: vec![1, 1],
                 bpf_cost_size: Some(1000),
                 window: Window {
-                    warmup: Duration::from_millis(100),
-                    length: Duration::from_millis(300),
+                    warmup: Duration::from_millis(30),
+                    length: Duration::from_millis(100),
                 },
                 threads,
                 throughput_cidrs: 1000,
@@ -97,9 +98,12 @@ impl Plan {
             flow_sizes: vec![64, 1000, 10_000, 100_000],
             flow_rounds: vec![2, 2, 4, 4],
             bpf_cost_size: Some(100_000),
+            // Short: the generator opens flows faster than the node's
+            // conntrack table (262,144 entries here, UDP ones living 30 s)
+            // could hold for a longer window; more rounds make up for it.
             window: Window {
-                warmup: Duration::from_millis(250),
-                length: Duration::from_millis(800),
+                warmup: Duration::from_millis(40),
+                length: Duration::from_millis(150),
             },
             threads,
             throughput_cidrs: 10_000,
@@ -174,6 +178,8 @@ pub(crate) fn run(options: &Options) -> anyhow::Result<()> {
     let sink = Sink::open(&bed.lab.external, Bed::destination())?;
 
     println!("bench: 2/4 new flows per second");
+    let ceiling = flows::generator_ceiling(&bed, plan.window, plan.threads)?;
+    println!("  generator ceiling (frames dropped at the node's ingress): {ceiling:.0} frames/s");
     let mut flow_sizes = Vec::new();
     {
         // (b) runs in a bed of its own (see `Bed::load_chain_b`).
@@ -242,6 +248,7 @@ pub(crate) fn run(options: &Options) -> anyhow::Result<()> {
             throughput_cidrs: plan.throughput_cidrs,
         },
         datapath: Some(datapath),
+        generator_ceiling_fps: Some(ceiling),
         flows: flow_sizes,
         throughput: Some(throughput),
         run_counts,
