@@ -83,8 +83,9 @@ enum Task {
         #[command(subcommand)]
         task: k8s::K8sTask,
     },
-    /// Benchmark ip-masq against bare MASQUERADE and ip-masq-agent's
-    /// per-CIDR chain, side by side (needs root; about 5½ minutes).
+    /// Benchmark ip-masq against bare MASQUERADE, ip-masq-agent's per-CIDR
+    /// chain, an ipset match and an nftables set, side by side (needs root;
+    /// about 8 minutes).
     Bench {
         /// A smoke run of a few seconds per phase, at small sizes.
         #[arg(long)]

@@ -161,7 +161,25 @@ fn mac_address(netns: &Netns, interface: &str) -> anyhow::Result<[u8; 6]> {
         .map_err(|_| anyhow::anyhow!("{interface}: not a MAC address: {text}"))
 }
 
-/// Generator threads writing frames onto the pod's interface.
+/// Frames the generator may have on their way (sent, not yet arrived at
+/// the external host) before it waits. Frames beyond what the node keeps up
+/// with would only queue in the per-CPU backlog (`netdev_max_backlog`,
+/// 1,000) that the node's forwarded packets share, and crowd those out once
+/// it is full: the generator would then measure its own overload, not the
+/// contender. Well below the backlog, and still deeper than the 64 frames a
+/// NAPI poll takes at once.
+const IN_FLIGHT: u64 = 512;
+/// How long a sender waits for arrivals before it counts the missing frames
+/// as lost and sends on (a dropped frame never arrives). Long: the slowest
+/// contender, ip-masq-agent's chain at 100k CIDRs, forwards a frame about
+/// every millisecond, and a sender that gave up sooner would flood it.
+const LOST_AFTER: Duration = Duration::from_millis(250);
+
+/// How long the first frames on their way may take to come through.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Generator threads writing frames onto the pod's interface, paced by the
+/// arrivals at the external host.
 struct Generator {
     stop: Arc<AtomicBool>,
     /// Frames sent so far, one counter per thread (each written by its
@@ -172,8 +190,54 @@ struct Generator {
     pairs: u64,
 }
 
+/// What the senders share: every thread's count, and the external host's
+/// `net/snmp`, opened inside its namespace (the file stays bound to it), to
+/// read its arrivals from (`None`: unpaced).
+struct Pace {
+    sent: Vec<Arc<AtomicU64>>,
+    arrivals: Option<std::fs::File>,
+    /// The external host's count when the generator started.
+    start: u64,
+}
+
+impl Pace {
+    fn arrived(file: &std::fs::File) -> Option<u64> {
+        use std::os::unix::fs::FileExt as _;
+        let mut buffer = [0u8; 4096];
+        let read = file.read_at(&mut buffer, 0).ok()?;
+        counters::parse_udp_arrivals(std::str::from_utf8(&buffer[..read]).ok()?)
+    }
+
+    /// Waits while too many frames are on their way.
+    fn wait(&self, stop: &AtomicBool) {
+        let Some(file) = &self.arrivals else {
+            return;
+        };
+        let started = Instant::now();
+        loop {
+            let sent: u64 = self.sent.iter().map(|c| c.load(Ordering::Relaxed)).sum();
+            let arrived = Self::arrived(file).map_or(0, |n| n.saturating_sub(self.start));
+            if sent.saturating_sub(arrived) < IN_FLIGHT
+                || stop.load(Ordering::Relaxed)
+                || started.elapsed() > LOST_AFTER
+            {
+                return;
+            }
+            std::thread::yield_now();
+        }
+    }
+}
+
 impl Generator {
-    fn start(bed: &Bed, destination: Ipv4Addr, threads: usize) -> anyhow::Result<Self> {
+    /// Starts `threads` senders; with `paced_by`, they read the arrivals in
+    /// that (external) namespace and keep at most [`IN_FLIGHT`] frames on
+    /// their way.
+    fn start(
+        bed: &Bed,
+        destination: Ipv4Addr,
+        threads: usize,
+        paced_by: Option<&Netns>,
+    ) -> anyhow::Result<Self> {
         let pod = &bed.lab.pods[0];
         let source = match pod.ipv4 {
             std::net::IpAddr::V4(address) => address,
@@ -190,20 +254,33 @@ impl Generator {
         let pairs = (0..threads)
             .map(|index| PortWalk::new(thread_ports(index, threads), SINK_PORTS).len() as u64)
             .sum();
-        let handles = (0..threads)
-            .map(|index| {
-                let stop = Arc::clone(&stop);
-                let sent = Arc::clone(&sent[index]);
-                let path = pod.netns.path();
-                let walk = PortWalk::new(thread_ports(index, threads), SINK_PORTS);
-                std::thread::spawn(move || {
-                    enter_netns(&path);
-                    let injector = Injector::open("eth0")?;
-                    send_flows(&stop, &sent, &injector, &addresses, walk);
-                    Ok(())
-                })
-            })
-            .collect();
+        let mut handles: Vec<JoinHandle<anyhow::Result<()>>> = Vec::new();
+        let arrivals = paced_by
+            .map(|external| external.enter(|| std::fs::File::open("/proc/thread-self/net/snmp")))
+            .transpose()
+            .context("open the external host's net/snmp")?;
+        let start = match &arrivals {
+            Some(file) => Pace::arrived(file).context("read the external host's net/snmp")?,
+            None => 0,
+        };
+        let pace = Arc::new(Pace {
+            sent: sent.clone(),
+            arrivals,
+            start,
+        });
+        for index in 0..threads {
+            let stop = Arc::clone(&stop);
+            let sent = Arc::clone(&sent[index]);
+            let pace = Arc::clone(&pace);
+            let path = pod.netns.path();
+            let walk = PortWalk::new(thread_ports(index, threads), SINK_PORTS);
+            handles.push(std::thread::spawn(move || {
+                enter_netns(&path);
+                let injector = Injector::open("eth0")?;
+                send_flows(&stop, &sent, &pace, &injector, &addresses, walk);
+                Ok(())
+            }));
+        }
         Ok(Self {
             stop,
             sent,
@@ -230,6 +307,7 @@ impl Generator {
 fn send_flows(
     stop: &AtomicBool,
     counter: &AtomicU64,
+    pace: &Pace,
     injector: &Injector,
     addresses: &Addresses,
     mut walk: PortWalk,
@@ -237,6 +315,7 @@ fn send_flows(
     let mut sent = 0u64;
     let mut batch = Vec::with_capacity(BATCH);
     while !stop.load(Ordering::Relaxed) {
+        pace.wait(stop);
         batch.clear();
         batch.extend(
             walk.by_ref()
@@ -270,7 +349,7 @@ pub(super) fn generator_ceiling(bed: &Bed, window: Window, threads: usize) -> an
         "nft could not add the ceiling's drop"
     );
     let measured = (|| -> anyhow::Result<f64> {
-        let generator = Generator::start(bed, Bed::destination(), threads)?;
+        let generator = Generator::start(bed, Bed::destination(), threads, None)?;
         std::thread::sleep(window.warmup);
         let before = generator.sent();
         let started = Instant::now();
@@ -301,7 +380,21 @@ pub(super) fn measure(
     sink.drain();
     let stats = bpf_stats.then(bpfstats::enable).transpose()?;
     let read_bpf = || stats.as_ref().map(|_| bpfstats::read(bed)).transpose();
-    let generator = Generator::start(bed, Bed::destination(), threads)?;
+    let arrivals_at_start = counters::udp_arrivals(&bed.lab.external)?;
+    let generator = Generator::start(bed, Bed::destination(), threads, Some(&bed.lab.external))?;
+    // The window opens once the first frames on their way have come
+    // through: before, a slow contender (one frame a millisecond) has
+    // processed frames whose forwarded copies still queue behind later
+    // frames in the node's backlog, and its arrivals would lag its new
+    // conntrack entries by the whole queue.
+    let drained = lab::wait_until(DRAIN_TIMEOUT, || {
+        counters::udp_arrivals(&bed.lab.external)
+            .is_ok_and(|now| now - arrivals_at_start >= IN_FLIGHT)
+    });
+    ensure!(
+        drained,
+        "{contender}: fewer than {IN_FLIGHT} frames arrived within {DRAIN_TIMEOUT:?}"
+    );
     std::thread::sleep(window.warmup);
     let sent_before = generator.sent();
     let bpf_before = read_bpf();
@@ -362,11 +455,15 @@ pub(super) fn check_sample(
         sample.contender,
         sample.new_entries_per_flow
     );
+    // A few clash on insertion when two CPUs pick the same masquerade port
+    // at once (counted as insert_failed); more would mean a full table,
+    // which measures the drops, not the contender.
     ensure!(
-        sample.conntrack_drops == 0,
-        "{}: conntrack dropped {} flows (a full table measures the drops, not the contender)",
+        sample.conntrack_drops * 1000 <= sample.flows,
+        "{}: conntrack dropped {} of {} flows",
         sample.contender,
-        sample.conntrack_drops
+        sample.conntrack_drops,
+        sample.flows
     );
     let expected = if sample.contender.masquerades() {
         node
