@@ -7,14 +7,13 @@
 use std::{
     fmt,
     fs::File,
-    io::Write as _,
     net::{IpAddr, Ipv4Addr},
     os::{fd::AsRawFd as _, unix::process::CommandExt as _},
-    process::{Command, Stdio},
-    time::{Duration, Instant},
+    process::Command,
+    time::Duration,
 };
 
-use anyhow::{Context as _, bail, ensure};
+use anyhow::{Context as _, ensure};
 use lab::{
     Agent, AgentBuilder, Lab, LabOptions, Netns,
     topology::{EXTERNAL_INSIDE_V4, EXTERNAL_OUTSIDE_V4, NODE_UPLINK_V4, try_observed_source},
@@ -311,40 +310,14 @@ impl Bed {
         cidrs: &[String],
         timeout: Duration,
     ) -> anyhow::Result<Duration> {
-        let input = chain_b_restore_input(cidrs);
-        let started = Instant::now();
-        let mut child = command_in(&self.lab.node, "iptables-restore")?
-            .args(["-w", "--noflush"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .context("spawn iptables-restore")?;
-        child
-            .stdin
-            .take()
-            .context("stdin piped")?
-            .write_all(input.as_bytes())
-            .context("feed iptables-restore")?;
-        loop {
-            if let Some(status) = child.try_wait()? {
-                ensure!(
-                    status.success(),
-                    "iptables-restore of {CHAIN_B} failed: {status}"
-                );
-                self.chain_b_loaded = true;
-                return Ok(started.elapsed());
-            }
-            if started.elapsed() > timeout {
-                let _ = child.kill();
-                let _ = child.wait();
-                bail!(
-                    "iptables-restore of {} rules took over {timeout:?}",
-                    cidrs.len()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let took = self.feed(
+            "iptables-restore",
+            &["-w", "--noflush"],
+            &chain_b_restore_input(cidrs),
+            timeout,
+        )?;
+        self.chain_b_loaded = true;
+        Ok(took)
     }
 
     /// Removes the (b) chain.

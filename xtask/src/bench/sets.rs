@@ -110,7 +110,7 @@ pub(super) fn ipset_jump() -> Vec<String> {
 impl Bed {
     /// Runs `program` in the node namespace with `input` on its stdin, and
     /// returns how long it took; fails past `timeout`.
-    fn feed(
+    pub(super) fn feed(
         &self,
         program: &str,
         args: &[&str],
