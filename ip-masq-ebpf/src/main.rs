@@ -44,6 +44,7 @@ const IPPROTO_TCP: u8 = 6;
 /// The IPv4 "more fragments" flag and fragment offset: any bit set makes
 /// the packet a fragment.
 const IPV4_FRAGMENT: u16 = 0x3FFF;
+const IPV4_HEADER_LEN: usize = 20;
 const IPV6_HEADER_LEN: usize = 40;
 /// Offset of the flags byte in the TCP header.
 const TCP_FLAGS_OFFSET: usize = 13;
@@ -74,29 +75,45 @@ fn try_classify(ctx: &TcContext) -> Result<(), ()> {
     // an offloaded or outer VLAN tag out of the frame by tcx ingress and
     // names the protocol behind it here.
     // SAFETY: the context is the kernel's __sk_buff for this run.
-    let mut protocol = u16::from_be(unsafe { (*ctx.skb.skb).protocol } as u16);
-    let mut l3 = ETH_HEADER_LEN;
+    let protocol = u16::from_be(unsafe { (*ctx.skb.skb).protocol } as u16);
     if protocol == ETH_P_8021Q || protocol == ETH_P_8021AD {
         // A tag still in the frame (the inner one of QinQ): the protocol
         // follows it.
-        protocol = u16::from_be_bytes(pair(ctx, ETH_HEADER_LEN + 2)?);
-        l3 += VLAN_HEADER_LEN;
+        let inner = u16::from_be_bytes(pair(ctx, ETH_HEADER_LEN + 2)?);
+        classify::<{ ETH_HEADER_LEN + VLAN_HEADER_LEN }>(ctx, inner)
+    } else {
+        classify::<ETH_HEADER_LEN>(ctx, protocol)
     }
-    // Every field is read as a 16-bit word: with a variable offset (the
-    // IHL), LLVM turns a 1-byte bounds check into a strict comparison that
-    // the verifier does not take as proof of the byte's presence.
+}
+
+/// [`try_classify`] for a network header at `L3`.
+///
+/// Every packet read is at a constant offset, hence the const parameter:
+/// without CAP_PERFMON (a pod granted only NET_ADMIN and BPF) the verifier
+/// applies its Spectre v1 mitigations and refuses to add a register to a
+/// packet pointer. The one offset known only at run time, the TCP header
+/// behind IPv4 options, is read through `bpf_skb_load_bytes`, which takes
+/// it as a plain number. Fields are read as 16- or 32-bit words.
+#[inline(always)]
+fn classify<const L3: usize>(ctx: &TcContext, protocol: u16) -> Result<(), ()> {
     let (keep, seen_slot, kept_slot) = match protocol {
         ETH_P_IPV4 => {
-            let [version_ihl, _] = pair(ctx, l3)?;
-            let fragment = u16::from_be_bytes(pair(ctx, l3 + 6)?);
-            let [_, transport] = pair(ctx, l3 + 8)?;
+            let [version_ihl, _] = pair(ctx, L3)?;
+            let fragment = u16::from_be_bytes(pair(ctx, L3 + 6)?);
+            let [_, transport] = pair(ctx, L3 + 8)?;
             if transport == IPPROTO_TCP && fragment & IPV4_FRAGMENT == 0 {
                 let header_len = usize::from(version_ihl & 0x0F) * 4;
-                if !opens_connection(tcp_flags(ctx, l3 + header_len)?) {
+                let flags = if header_len == IPV4_HEADER_LEN {
+                    tcp_flags(ctx, L3 + IPV4_HEADER_LEN)?
+                } else {
+                    ctx.load::<u8>(L3 + header_len + TCP_FLAGS_OFFSET)
+                        .map_err(|_| ())?
+                };
+                if !opens_connection(flags) {
                     return Ok(());
                 }
             }
-            let destination = load::<u32>(ctx, l3 + 16)?;
+            let destination = load::<u32>(ctx, L3 + 16)?;
             (
                 keeps_source_v4(destination.to_ne_bytes()),
                 STAT_V4_SEEN,
@@ -104,15 +121,15 @@ fn try_classify(ctx: &TcContext) -> Result<(), ()> {
             )
         }
         ETH_P_IPV6 => {
-            let [next_header, _] = pair(ctx, l3 + 6)?;
+            let [next_header, _] = pair(ctx, L3 + 6)?;
             if next_header == IPPROTO_TCP
-                && !opens_connection(tcp_flags(ctx, l3 + IPV6_HEADER_LEN)?)
+                && !opens_connection(tcp_flags(ctx, L3 + IPV6_HEADER_LEN)?)
             {
                 return Ok(());
             }
             let mut destination = [0u8; 16];
             for (word, chunk) in destination.chunks_exact_mut(4).enumerate() {
-                chunk.copy_from_slice(&load::<u32>(ctx, l3 + 24 + word * 4)?.to_ne_bytes());
+                chunk.copy_from_slice(&load::<u32>(ctx, L3 + 24 + word * 4)?.to_ne_bytes());
             }
             (keeps_source_v6(destination), STAT_V6_SEEN, STAT_V6_KEPT)
         }

@@ -130,6 +130,9 @@ pub fn write_raw_map_entry(pin_dir: &Path, cidr: &str, value: u8) {
 pub struct AgentBuilder {
     netns: PathBuf,
     args: Vec<String>,
+    /// When set, the only capabilities the process keeps (`setpriv
+    /// --bounding-set`), as a pod granted just these would run it.
+    capabilities: Option<Vec<String>>,
 }
 
 impl AgentBuilder {
@@ -138,6 +141,7 @@ impl AgentBuilder {
         Self {
             netns: netns.to_owned(),
             args: args.iter().map(|a| (*a).to_owned()).collect(),
+            capabilities: None,
         }
     }
 
@@ -146,11 +150,32 @@ impl AgentBuilder {
         self
     }
 
+    /// Runs the agent as root with only these capabilities (lower case,
+    /// without `cap_`, e.g. `net_admin`): the bounding set bounds what root
+    /// gets at exec.
+    pub fn capabilities(mut self, capabilities: &[&str]) -> Self {
+        self.capabilities = Some(capabilities.iter().map(|c| (*c).to_owned()).collect());
+        self
+    }
+
     /// Starts the process; its stderr goes to a log file the guard reads.
     pub fn spawn(&self) -> Agent {
         let log_path = std::env::temp_dir().join(format!("{}.log", unique_name("ip-masq-agent-")));
         let log = fs::File::create(&log_path).expect("create agent log");
-        let child = command_in(&self.netns, agent_binary())
+        let mut command = match &self.capabilities {
+            None => command_in(&self.netns, agent_binary()),
+            Some(capabilities) => {
+                let keep: String = capabilities.iter().map(|c| format!(",+{c}")).collect();
+                let mut command = command_in(&self.netns, "setpriv");
+                command
+                    .arg(format!("--bounding-set=-all{keep}"))
+                    .arg("--inh-caps=-all")
+                    .arg("--")
+                    .arg(agent_binary());
+                command
+            }
+        };
+        let child = command
             .args(&self.args)
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())

@@ -972,3 +972,31 @@ fn a_connection_picked_up_mid_stream_is_decided_by_the_xt_bpf_rule() {
         "no SNAT to the node IP:\n{entries}"
     );
 }
+
+/// The least-privilege overlay's capabilities are enough: `NET_ADMIN`,
+/// `NET_RAW` and `BPF`, without `SYS_ADMIN` or `PERFMON`. Without `PERFMON`
+/// the verifier applies its Spectre v1 mitigations, which refuse pointer
+/// arithmetic by a register on a packet pointer: a classifier that needed
+/// it would not load here, nor on a node running the overlay.
+#[test]
+#[ignore = "needs root"]
+fn the_agent_runs_with_net_admin_net_raw_and_bpf_alone() {
+    let lab = Lab::new(LabOptions::default());
+    let agent = lab
+        .agent(&[])
+        .capabilities(&["net_admin", "net_raw", "bpf"])
+        .spawn();
+    agent.wait_ready();
+    for pod in &lab.pods {
+        // One program, the agent's; aya loads it unnamed when its probe for
+        // program names fails without CAP_SYS_ADMIN.
+        assert_eq!(
+            lab.node.tcx_ingress_programs(&pod.host_interface).len(),
+            1,
+            "{}",
+            agent.log()
+        );
+        assert_sees(&lab, pod, EXTERNAL_INSIDE_V4, pod.ipv4);
+        assert_sees(&lab, pod, EXTERNAL_OUTSIDE_V4, ip(NODE_UPLINK_V4));
+    }
+}
