@@ -1369,83 +1369,74 @@ fn manifests_pass_the_1_20_api_servers_validation(suite: &mut Suite) {
 // --- the harness -----------------------------------------------------------
 
 type CaseFn = Box<dyn Fn(&mut Suite)>;
+/// A case that runs for one install variant.
+type VariantCase = fn(&mut Suite, Variant);
 
-fn cases() -> Vec<(&'static str, CaseFn)> {
-    use Variant::{Default as D, LeastPrivilege as L};
-    vec![
-        (
-            "manifests_pass_the_1_20_api_servers_validation",
-            Box::new(manifests_pass_the_1_20_api_servers_validation),
-        ),
-        (
-            "default::daemonset_becomes_ready_through_its_probes",
-            Box::new(|s| daemonset_becomes_ready_through_its_probes(s, D)),
-        ),
-        (
-            "default::pods_and_host_network_clients_get_the_right_sources",
-            Box::new(|s| pods_and_host_network_clients_get_the_right_sources(s, D)),
-        ),
-        (
-            "default::configmap_changes_reach_the_agent_through_the_kubelet",
-            Box::new(|s| configmap_changes_reach_the_agent_through_the_kubelet(s, D)),
-        ),
-        (
-            "default::rollout_restart_under_continuous_flows",
-            Box::new(|s| rollout_restart_under_continuous_flows(s, D)),
-        ),
-        (
-            "default::kube_proxy_services_nodeports_and_hostports_coexist",
-            Box::new(|s| kube_proxy_services_nodeports_and_hostports_coexist(s, D)),
-        ),
-        (
-            "default::a_cni_bridge_masquerade_is_reported_by_status_and_named_by_doctor",
-            Box::new(|s| a_cni_bridge_masquerade_is_reported_by_status_and_named_by_doctor(s, D)),
-        ),
-        (
-            "default::uninstall_leaves_nothing",
-            Box::new(|s| uninstall_leaves_nothing(s, D, false)),
-        ),
-        (
-            "least_privilege::runs_unprivileged",
-            Box::new(least_privilege_runs_unprivileged),
-        ),
-        (
-            "least_privilege::each_capability_is_needed",
-            Box::new(each_least_privilege_capability_is_needed),
-        ),
-        (
-            "least_privilege::daemonset_becomes_ready_through_its_probes",
-            Box::new(|s| daemonset_becomes_ready_through_its_probes(s, L)),
-        ),
-        (
-            "least_privilege::pods_and_host_network_clients_get_the_right_sources",
-            Box::new(|s| pods_and_host_network_clients_get_the_right_sources(s, L)),
-        ),
-        (
-            "least_privilege::configmap_changes_reach_the_agent_through_the_kubelet",
-            Box::new(|s| configmap_changes_reach_the_agent_through_the_kubelet(s, L)),
-        ),
-        (
-            "least_privilege::rollout_restart_under_continuous_flows",
-            Box::new(|s| rollout_restart_under_continuous_flows(s, L)),
-        ),
-        (
-            "least_privilege::kube_proxy_services_nodeports_and_hostports_coexist",
-            Box::new(|s| kube_proxy_services_nodeports_and_hostports_coexist(s, L)),
-        ),
-        (
-            "least_privilege::a_cni_bridge_masquerade_is_reported_by_status_and_named_by_doctor",
-            Box::new(|s| a_cni_bridge_masquerade_is_reported_by_status_and_named_by_doctor(s, L)),
-        ),
-        (
-            "least_privilege::uninstall_from_the_pod_network_then_as_the_readme_says",
-            Box::new(|s| uninstall_leaves_nothing(s, L, true)),
-        ),
-        (
-            "migration_from_ip_masq_agent_under_traffic",
-            Box::new(migration_from_ip_masq_agent_under_traffic),
-        ),
-    ]
+/// The cases that run once for each variant, in order, named
+/// `default::NAME` and `least_privilege::NAME`.
+const PER_VARIANT: [(&str, VariantCase); 6] = [
+    (
+        "daemonset_becomes_ready_through_its_probes",
+        daemonset_becomes_ready_through_its_probes,
+    ),
+    (
+        "pods_and_host_network_clients_get_the_right_sources",
+        pods_and_host_network_clients_get_the_right_sources,
+    ),
+    (
+        "configmap_changes_reach_the_agent_through_the_kubelet",
+        configmap_changes_reach_the_agent_through_the_kubelet,
+    ),
+    (
+        "rollout_restart_under_continuous_flows",
+        rollout_restart_under_continuous_flows,
+    ),
+    (
+        "kube_proxy_services_nodeports_and_hostports_coexist",
+        kube_proxy_services_nodeports_and_hostports_coexist,
+    ),
+    (
+        "a_cni_bridge_masquerade_is_reported_by_status_and_named_by_doctor",
+        a_cni_bridge_masquerade_is_reported_by_status_and_named_by_doctor,
+    ),
+];
+
+fn per_variant(prefix: &str, variant: Variant) -> impl Iterator<Item = (String, CaseFn)> + '_ {
+    PER_VARIANT.into_iter().map(move |(name, case)| {
+        let run: CaseFn = Box::new(move |suite| case(suite, variant));
+        (format!("{prefix}::{name}"), run)
+    })
+}
+
+fn cases() -> Vec<(String, CaseFn)> {
+    let single = |name: &str, case: CaseFn| (name.to_owned(), case);
+    let mut cases = vec![single(
+        "manifests_pass_the_1_20_api_servers_validation",
+        Box::new(manifests_pass_the_1_20_api_servers_validation),
+    )];
+    cases.extend(per_variant("default", Variant::Default));
+    cases.push(single(
+        "default::uninstall_leaves_nothing",
+        Box::new(|s| uninstall_leaves_nothing(s, Variant::Default, false)),
+    ));
+    cases.push(single(
+        "least_privilege::runs_unprivileged",
+        Box::new(least_privilege_runs_unprivileged),
+    ));
+    cases.push(single(
+        "least_privilege::each_capability_is_needed",
+        Box::new(each_least_privilege_capability_is_needed),
+    ));
+    cases.extend(per_variant("least_privilege", Variant::LeastPrivilege));
+    cases.push(single(
+        "least_privilege::uninstall_from_the_pod_network_then_as_the_readme_says",
+        Box::new(|s| uninstall_leaves_nothing(s, Variant::LeastPrivilege, true)),
+    ));
+    cases.push(single(
+        "migration_from_ip_masq_agent_under_traffic",
+        Box::new(migration_from_ip_masq_agent_under_traffic),
+    ));
+    cases
 }
 
 fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
@@ -1465,7 +1456,7 @@ fn main() -> ExitCode {
         .collect();
     let exact = args.iter().any(|a| a == "--exact");
     let all = cases();
-    let selected: Vec<&(&str, CaseFn)> = all
+    let selected: Vec<&(String, CaseFn)> = all
         .iter()
         .filter(|(name, _)| {
             filters.is_empty()
@@ -1608,7 +1599,7 @@ fn main() -> ExitCode {
             }
             Err(err) => {
                 println!("test the_node_leaves_nothing_behind ... FAILED");
-                failed.push(("the_node_leaves_nothing_behind", err.to_string()));
+                failed.push(("the_node_leaves_nothing_behind".to_owned(), err.to_string()));
             }
         }
     } else {

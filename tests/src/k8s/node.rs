@@ -363,14 +363,7 @@ impl Node {
             .stdin(Stdio::null())
             .stdout(file)
             .stderr(err);
-        // SAFETY: setsid is async-signal-safe; the component outlives
-        // whoever started it and must not get its terminal's signals.
-        unsafe {
-            command.pre_exec(|| {
-                libc::setsid();
-                Ok(())
-            });
-        }
+        in_own_session(&mut command);
         let child = command.spawn().map_err(|source| NodeError::Spawn {
             program: program.display().to_string(),
             source,
@@ -732,6 +725,18 @@ fn network() -> Result<(), NodeError> {
     Ok(())
 }
 
+/// Makes `command` start a session of its own: a node process outlives
+/// whoever started it and must not get its terminal's signals.
+fn in_own_session(command: &mut Command) {
+    // SAFETY: setsid is async-signal-safe.
+    unsafe {
+        command.pre_exec(|| {
+            libc::setsid();
+            Ok(())
+        });
+    }
+}
+
 fn spawn_holder(layout: &Layout) -> Result<u32, NodeError> {
     let pid_file = layout.pid_file("holder");
     let log = layout.log_file("holder");
@@ -747,13 +752,7 @@ fn spawn_holder(layout: &Layout) -> Result<u32, NodeError> {
         .stdin(Stdio::null())
         .stdout(file)
         .stderr(err);
-    // SAFETY: setsid is async-signal-safe.
-    unsafe {
-        command.pre_exec(|| {
-            libc::setsid();
-            Ok(())
-        });
-    }
+    in_own_session(&mut command);
     let mut child = command.spawn().map_err(|source| NodeError::Spawn {
         program: "unshare".into(),
         source,

@@ -268,18 +268,9 @@ impl Bed {
 
     /// Runs iptables inside the node namespace.
     pub(super) fn iptables(&self, args: &[&str]) -> anyhow::Result<()> {
-        let output = command_in(&self.lab.node, "iptables")?
-            .arg("-w")
-            .args(args)
-            .output()
-            .context("run iptables")?;
-        ensure!(
-            output.status.success(),
-            "iptables {} failed: {}",
-            args.join(" "),
-            String::from_utf8_lossy(&output.stderr).trim()
-        );
-        Ok(())
+        let mut all = vec!["-w"];
+        all.extend_from_slice(args);
+        self.run_in_node("iptables", &all).map(drop)
     }
 
     fn iptables_owned(&self, prefix: &[&str], args: &[String]) -> anyhow::Result<()> {
@@ -290,12 +281,7 @@ impl Bed {
 
     /// `iptables -t nat -S CHAIN` in the node namespace.
     pub(super) fn nat_listing(&self, chain: &str) -> anyhow::Result<String> {
-        let output = command_in(&self.lab.node, "iptables")?
-            .args(["-w", "-t", "nat", "-S", chain])
-            .output()
-            .context("run iptables -S")?;
-        ensure!(output.status.success(), "iptables -S {chain} failed");
-        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+        self.run_in_node("iptables", &["-w", "-t", "nat", "-S", chain])
     }
 
     /// Loads (or replaces) the (b) chain, unreferenced until (b) is

@@ -154,8 +154,9 @@ impl Bed {
         }
     }
 
-    /// Runs `program` in the node namespace and fails on a non-zero exit.
-    fn run_in_node(&self, program: &str, args: &[&str]) -> anyhow::Result<String> {
+    /// Runs `program` in the node namespace and fails on a non-zero exit;
+    /// returns its output.
+    pub(super) fn run_in_node(&self, program: &str, args: &[&str]) -> anyhow::Result<String> {
         let output = command_in(&self.lab.node, program)?
             .args(args)
             .output()
