@@ -9,6 +9,18 @@
 pub const MAP_NON_MASQ_V4: &str = "NON_MASQ_V4";
 /// LPM trie of IPv6 destinations, keyed by `Key<[u8; 16]>`, valued by an action byte.
 pub const MAP_NON_MASQ_V6: &str = "NON_MASQ_V6";
+/// Range directory of IPv4 destinations: one [`DirectoryEntry`] per /16,
+/// indexed by the destination's top 16 bits. What the programs look up; the
+/// LPM tries are the table's readable record.
+pub const MAP_DIRECTORY_V4: &str = "MASQ_DIR_V4";
+/// Range starts of the IPv4 directory's chunks: the low 16 bits of each
+/// start, four to a 64-bit word ([`range_start_v4`]).
+pub const MAP_RANGES_V4: &str = "MASQ_RANGES_V4";
+/// Range directory of IPv6 destinations: one [`DirectoryEntry`] per /16.
+pub const MAP_DIRECTORY_V6: &str = "MASQ_DIR_V6";
+/// Range starts of the IPv6 directory's chunks, each a whole address as
+/// `[high 64 bits, low 64 bits]`.
+pub const MAP_RANGES_V6: &str = "MASQ_RANGES_V6";
 /// Per-CPU packet counters of the TC classifier, indexed by the `STAT_*` slots.
 pub const MAP_STATS: &str = "STATS";
 /// Per-CPU connection counters of the xt_bpf socket filters, indexed by the
@@ -47,6 +59,105 @@ pub const XT_BPF_MASQUERADE: i64 = 0;
 
 /// Default capacity of each LPM trie; `--max-cidrs` overrides it.
 pub const DEFAULT_MAP_CAPACITY: u32 = 65_536;
+
+/// `BPF_F_MMAPABLE`: the agent writes the directory and range arrays
+/// through a shared mapping, in aligned 64-bit stores.
+pub const MAP_FLAG_MMAPABLE: usize = 1 << 10;
+
+/// Number of directory entries per family: one per /16.
+pub const DIRECTORY_SLOTS: u32 = 1 << CHUNK_BITS;
+/// Address bits that index the directory.
+pub const CHUNK_BITS: u32 = 16;
+/// IPv4 range starts held by one 64-bit word of `MASQ_RANGES_V4`.
+pub const V4_STARTS_PER_WORD: u32 = 4;
+/// Upper bound of the binary search's steps: it halves a `u32` count.
+pub const MAX_SEARCH_STEPS: usize = 32;
+
+/// Range starts `MASQ_RANGES_V4` holds for a table capacity of `max_cidrs`.
+///
+/// A table of N prefixes cuts the chunks into at most 3N ranges (each
+/// prefix adds two boundaries, and each chunk it falls in one start); the
+/// rest is room for the new ranges of changed chunks, written beside the
+/// old ones before the directory switches to them.
+pub const fn range_capacity_v4(max_cidrs: u32) -> u32 {
+    max_cidrs.saturating_mul(4).saturating_add(DIRECTORY_SLOTS)
+}
+
+/// Range starts `MASQ_RANGES_V6` holds for a table capacity of `max_cidrs`:
+/// less spare room than IPv4, since each start takes 16 bytes, not 2.
+pub const fn range_capacity_v6(max_cidrs: u32) -> u32 {
+    max_cidrs.saturating_mul(3).saturating_add(DIRECTORY_SLOTS)
+}
+
+/// 64-bit words of `MASQ_RANGES_V4` for `starts` range starts.
+pub const fn range_words_v4(starts: u32) -> u32 {
+    starts.div_ceil(V4_STARTS_PER_WORD)
+}
+
+/// The IPv4 range start at `index` within the word that holds it.
+#[inline(always)]
+pub const fn range_start_v4(word: u64, index: u32) -> u16 {
+    (word >> ((index % V4_STARTS_PER_WORD) * 16)) as u16
+}
+
+/// One directory entry: where a /16's ranges are and what they decide.
+///
+/// A chunk's ranges are sorted by start, the first starts at the chunk's
+/// first address, and neighbours never decide alike (they are merged), so
+/// the decisions alternate and only the first one is stored. A chunk with
+/// one range (or none) is decided by the entry alone: no range is read.
+/// The all-zero entry, a fresh map's, masquerades the whole chunk, as a
+/// lookup miss does.
+///
+/// Layout: bit 0 the first range's decision (1: keep source), bits 1–31
+/// the number of ranges, bits 32–63 the index of the first one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct DirectoryEntry(pub u64);
+
+impl DirectoryEntry {
+    /// An entry for `len` ranges from `base`, the first deciding `first_keeps`.
+    #[inline(always)]
+    pub const fn new(base: u32, len: u32, first_keeps: bool) -> Self {
+        Self(((base as u64) << 32) | (((len & 0x7FFF_FFFF) as u64) << 1) | first_keeps as u64)
+    }
+
+    /// A chunk decided as a whole.
+    #[inline(always)]
+    pub const fn uniform(keeps: bool) -> Self {
+        Self::new(0, 1, keeps)
+    }
+
+    /// Index of the chunk's first range.
+    #[inline(always)]
+    pub const fn base(self) -> u32 {
+        (self.0 >> 32) as u32
+    }
+
+    /// Number of ranges; 0 and 1 both mean "decided by the entry".
+    #[inline(always)]
+    pub const fn ranges(self) -> u32 {
+        ((self.0 >> 1) & 0x7FFF_FFFF) as u32
+    }
+
+    /// Whether the chunk is decided without reading a range.
+    #[inline(always)]
+    pub const fn is_uniform(self) -> bool {
+        self.ranges() <= 1
+    }
+
+    /// Whether the first range keeps the source.
+    #[inline(always)]
+    pub const fn first_keeps(self) -> bool {
+        self.0 & 1 == 1
+    }
+
+    /// Whether the range at `position` (counted from the chunk's first)
+    /// keeps the source.
+    #[inline(always)]
+    pub const fn keeps(self, position: u32) -> bool {
+        self.first_keeps() ^ (position & 1 == 1)
+    }
+}
 
 /// The decision stored as the value of an LPM entry.
 ///
@@ -126,6 +237,12 @@ const _: () = assert!(PROGRAM_CLASSIFIER.len() <= 15 && PROGRAM_BENCH_NOOP.len()
 const _: () = assert!(PROGRAM_XT_BPF_V4.len() <= 15 && PROGRAM_XT_BPF_V6.len() <= 15);
 // Map names are cut at 15 characters too, and the pins are named after them.
 const _: () = assert!(MAP_STATS.len() <= 15 && MAP_XT_BPF_STATS.len() <= 15);
+const _: () = assert!(
+    MAP_DIRECTORY_V4.len() <= 15
+        && MAP_RANGES_V4.len() <= 15
+        && MAP_DIRECTORY_V6.len() <= 15
+        && MAP_RANGES_V6.len() <= 15
+);
 // The agent reads both maps as arrays of u64 per CPU.
 const _: () = assert!(core::mem::size_of::<StatCounter>() == 8);
 // The slot numbers are ABI (the maps are pinned and outlive the agent), and
@@ -164,6 +281,29 @@ mod tests {
         assert_eq!(xt_stat_slot(false, false), XT_STAT_V4_MASQUERADE);
         assert_eq!(xt_stat_slot(true, true), XT_STAT_V6_KEEP_SOURCE);
         assert_eq!(xt_stat_slot(true, false), XT_STAT_V6_MASQUERADE);
+    }
+
+    #[test]
+    fn directory_entries_round_trip() {
+        let entry = DirectoryEntry::new(0xDEAD_BEEF, 131_073, true);
+        assert_eq!(entry.base(), 0xDEAD_BEEF);
+        assert_eq!(entry.ranges(), 131_073);
+        assert!(entry.first_keeps() && entry.keeps(0) && !entry.keeps(1) && entry.keeps(2));
+        assert!(!entry.is_uniform());
+        assert!(
+            DirectoryEntry::uniform(true).is_uniform()
+                && DirectoryEntry::uniform(true).first_keeps()
+        );
+        let fresh = DirectoryEntry::default();
+        assert!(fresh.is_uniform() && !fresh.first_keeps());
+    }
+
+    #[test]
+    fn four_ipv4_starts_share_a_word() {
+        let word = 0x0004_0003_0002_0001_u64;
+        assert_eq!([0, 1, 2, 3].map(|i| range_start_v4(word, i)), [1, 2, 3, 4]);
+        assert_eq!(range_start_v4(word, 5), 2);
+        assert_eq!(range_words_v4(5), 2);
     }
 
     #[test]

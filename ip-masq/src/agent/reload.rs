@@ -102,13 +102,17 @@ impl<K: Maps + Links, R: Rules> Agent<K, R> {
                 for failure in &report.failures {
                     error!(error = %error_chain(failure), "map write failed; retried at next resync");
                 }
+                if let Some(err) = &report.unpublished {
+                    error!(error = %error_chain(err), "range directory not fully published; retried at next resync");
+                }
                 let (v4, v6) = self.applied.family_counts();
                 info!(
                     config = %path.display(),
                     source = if sources.is_empty() { "defaults (no file)".to_owned() } else { sources.join(",") },
                     added = report.added,
                     removed = report.removed,
-                    failed = report.failures.len(),
+                    failed = report.failed(),
+                    chunks_written = report.published.chunks_written,
                     entries_v4 = v4,
                     entries_v6 = v6,
                     elapsed_ms = elapsed_ms(started),
@@ -121,7 +125,7 @@ impl<K: Maps + Links, R: Rules> Agent<K, R> {
                     status.record_reload(ReloadResult::Applied {
                         added: report.added,
                         removed: report.removed,
-                        failed: report.failures.len(),
+                        failed: report.failed(),
                         elapsed_ms: elapsed_ms(started),
                     });
                 });
@@ -139,7 +143,7 @@ impl<K: Maps + Links, R: Rules> Agent<K, R> {
                 }
                 // After a failed write the same bytes are applied again at
                 // the next resync, which retries the writes.
-                self.last_bytes = if report.failures.is_empty() {
+                self.last_bytes = if report.failed() == 0 {
                     Some(bytes)
                 } else {
                     None

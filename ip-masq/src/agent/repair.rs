@@ -101,6 +101,8 @@ pub(crate) fn repair<S: PrefixStore>(
             report.sync.added = sync.added;
             report.sync.removed = sync.removed;
             report.sync.failures.extend(sync.failures);
+            report.sync.published = sync.published;
+            report.sync.unpublished = sync.unpublished;
         }
         Err(err) => report.refused = Some(err),
     }
@@ -138,6 +140,10 @@ impl<K: Maps + Links, R: Rules> Agent<K, R> {
         };
         let found = ReadBack::from_entries(entries);
         if found.matches(&self.applied) {
+            // A directory chunk that found no room last time is retried.
+            if let Err(err) = self.datapath.publish() {
+                error!(error = %error_chain(&err), "range directory not fully published; retried at next resync");
+            }
             return;
         }
         let desired = std::mem::take(&mut self.applied);
@@ -170,6 +176,9 @@ impl<K: Maps + Links, R: Rules> Agent<K, R> {
         }
         for failure in &report.sync.failures {
             error!(error = %error_chain(failure), "map repair write failed; retried at next resync");
+        }
+        if let Some(err) = &report.sync.unpublished {
+            error!(error = %error_chain(err), "range directory not fully published; retried at next resync");
         }
         if let Some(err) = &report.refused {
             error!(error = %err, "cannot repair the maps");

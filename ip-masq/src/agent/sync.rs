@@ -13,6 +13,11 @@
 //! - stale entries are removed outermost first, so that an address never
 //!   falls back from a removed inner entry to a stale outer one.
 //!
+//! The programs themselves decide with the range directory, which the
+//! store publishes once the writes are done (`PrefixStore::publish`): it
+//! goes from the old table to the new one chunk by chunk, each chunk in
+//! one store, so the same holds for it.
+//!
 //! When the map cannot hold the old and the new entries side by side, only
 //! stale entries whose removal changes no decision, or changes it to the new
 //! table's, go first; if that does not make room the update is refused
@@ -22,6 +27,7 @@ use crate::kernel::datapath::PrefixStore;
 use std::{collections::BTreeMap, ops::Bound};
 
 use ip_masq_common::Action;
+use ip_masq_lookup::{LookupError, PublishReport};
 use ipnet::IpNet;
 use thiserror::Error;
 
@@ -65,6 +71,17 @@ pub struct SyncReport {
     pub removed: usize,
     /// Writes that failed; the in-memory record does not claim them.
     pub failures: Vec<WriteError>,
+    /// What publishing the range directory wrote.
+    pub published: PublishReport,
+    /// Why part of the directory still decides as before, if so.
+    pub unpublished: Option<LookupError>,
+}
+
+impl SyncReport {
+    /// Failed writes, the directory's counted as one.
+    pub fn failed(&self) -> usize {
+        self.failures.len() + usize::from(self.unpublished.is_some())
+    }
 }
 
 /// Applies the difference between `current` (what the maps hold) and
@@ -113,6 +130,12 @@ pub fn apply<S: PrefixStore>(
     };
     remove_stale(store, current, &rest, &mut report);
     current.relabel_origins(desired);
+    // The programs decide with the directory: it switches, chunk by chunk,
+    // from the old table to what the maps hold now.
+    match store.publish() {
+        Ok(published) => report.published = published,
+        Err(err) => report.unpublished = Some(err),
+    }
     Ok(report)
 }
 

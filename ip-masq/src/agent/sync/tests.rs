@@ -11,6 +11,8 @@ struct FakeStore {
     /// Raw values, as the kernel holds them.
     entries: BTreeMap<IpNet, u8>,
     log: Vec<String>,
+    /// For each publish, how many writes of `log` came before it.
+    published_after: Vec<usize>,
     capacity: usize,
     failing: BTreeSet<IpNet>,
 }
@@ -54,6 +56,11 @@ impl PrefixStore for FakeStore {
     fn capacity(&self, _prefix: &IpNet) -> usize {
         self.capacity
     }
+
+    fn publish(&mut self) -> Result<ip_masq_lookup::PublishReport, ip_masq_lookup::LookupError> {
+        self.published_after.push(self.log.len());
+        Ok(ip_masq_lookup::PublishReport::default())
+    }
 }
 
 fn table(prefixes: &[&str]) -> Table {
@@ -77,6 +84,8 @@ fn adds_before_it_removes() {
     )
     .unwrap();
     assert_eq!(store.log, ["+10.128.0.0/9", "+10.0.0.0/9", "-10.0.0.0/8"]);
+    // The directory is published once, after the last write.
+    assert_eq!(store.published_after, [1, 3]);
     assert_eq!((report.added, report.removed), (2, 1));
     assert_eq!(current, table(&["10.0.0.0/9", "10.128.0.0/9"]));
 }
@@ -234,6 +243,9 @@ impl PrefixStore for Watched {
     }
     fn capacity(&self, prefix: &IpNet) -> usize {
         self.inner.capacity(prefix)
+    }
+    fn publish(&mut self) -> Result<ip_masq_lookup::PublishReport, ip_masq_lookup::LookupError> {
+        self.inner.publish()
     }
 }
 

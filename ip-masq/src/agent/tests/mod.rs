@@ -37,6 +37,8 @@ struct FakeKernel {
     entries: BTreeMap<IpNet, u8>,
     /// Every successful map write, in order: `+prefix` or `-prefix`.
     log: Vec<String>,
+    /// For each directory publish, how many writes of `log` came before it.
+    published_after: Vec<usize>,
     capacity: usize,
     /// Prefixes whose writes fail.
     failing: BTreeSet<IpNet>,
@@ -61,6 +63,7 @@ impl Default for FakeKernel {
         Self {
             entries: BTreeMap::new(),
             log: Vec::new(),
+            published_after: Vec::new(),
             capacity: 64,
             failing: BTreeSet::new(),
             unreadable: false,
@@ -102,6 +105,11 @@ impl PrefixStore for FakeKernel {
 
     fn capacity(&self, _prefix: &IpNet) -> usize {
         self.capacity
+    }
+
+    fn publish(&mut self) -> Result<ip_masq_lookup::PublishReport, ip_masq_lookup::LookupError> {
+        self.published_after.push(self.log.len());
+        Ok(ip_masq_lookup::PublishReport::default())
     }
 }
 

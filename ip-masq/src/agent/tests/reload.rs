@@ -59,6 +59,8 @@ fn a_changed_file_writes_only_the_difference() {
     harness.write_config(TEN);
     harness.agent.reload();
     assert_eq!(harness.kernel().log, ["-192.168.0.0/16"]);
+    // The programs' directory is published after the write.
+    assert_eq!(harness.kernel().published_after.last(), Some(&1));
     assert_eq!(harness.maps(), harness.expected(TEN));
     assert!(matches!(
         last_result(&harness),

@@ -27,6 +27,10 @@ pub enum DatapathError {
     Program(#[source] Box<ProgramError>),
     #[error("eBPF map error")]
     Map(#[source] Box<MapError>),
+    #[error("cannot map the range directory's arrays")]
+    Directory(#[source] io::Error),
+    #[error("cannot publish the range directory")]
+    Publish(#[source] ip_masq_lookup::LookupError),
     #[error("pinned link {path}")]
     Link {
         path: PathBuf,

@@ -8,6 +8,7 @@ use std::{
 
 use aya::maps::{LpmTrie, MapData, MapError, lpm_trie::Key};
 use ip_masq_common::{Action, MAP_NON_MASQ_V4, MAP_NON_MASQ_V6};
+use ip_masq_lookup::{LookupError, PublishReport};
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 
 use super::{Datapath, DatapathError, PrefixStore};
@@ -38,7 +39,9 @@ impl PrefixStore for Datapath {
                 0,
             ),
         };
-        result.map_err(map_io_error)
+        result.map_err(map_io_error)?;
+        self.directory.note(&prefix, Some(action));
+        Ok(())
     }
 
     fn remove(&mut self, prefix: IpNet) -> Result<(), io::Error> {
@@ -51,9 +54,11 @@ impl PrefixStore for Datapath {
                 .remove(&Key::new(net.prefix_len().into(), net.network().octets())),
         };
         match result {
-            Err(MapError::KeyNotFound) => Ok(()),
-            other => other.map_err(map_io_error),
+            Ok(()) | Err(MapError::KeyNotFound) => {}
+            Err(other) => return Err(map_io_error(other)),
         }
+        self.directory.note(&prefix, None);
+        Ok(())
     }
 
     fn capacity(&self, prefix: &IpNet) -> usize {
@@ -61,6 +66,10 @@ impl PrefixStore for Datapath {
             IpNet::V4(_) => self.capacity_v4,
             IpNet::V6(_) => self.capacity_v6,
         }
+    }
+
+    fn publish(&mut self) -> Result<PublishReport, LookupError> {
+        self.directory.publish()
     }
 }
 
@@ -85,7 +94,7 @@ pub(crate) fn read_pinned_entries(pin_dir: &Path) -> Result<Vec<(IpNet, u8)>, Da
     read_entries(&v4, &v6)
 }
 
-fn read_entries(
+pub(super) fn read_entries(
     v4: &LpmTrie<MapData, [u8; 4], u8>,
     v6: &LpmTrie<MapData, [u8; 16], u8>,
 ) -> Result<Vec<(IpNet, u8)>, DatapathError> {

@@ -24,20 +24,25 @@ use aya::{
     programs::SchedClassifier,
 };
 use ip_masq_common::{
-    Action, GLOBAL_KEEP_SOURCE_MARK, MAP_NON_MASQ_V4, MAP_NON_MASQ_V6, MAP_STATS, MAP_XT_BPF_STATS,
-    PROGRAM_CLASSIFIER,
+    Action, GLOBAL_KEEP_SOURCE_MARK, MAP_NON_MASQ_V4, MAP_NON_MASQ_V6, MAP_RANGES_V4,
+    MAP_RANGES_V6, MAP_STATS, MAP_XT_BPF_STATS, PROGRAM_CLASSIFIER, range_capacity_v4,
+    range_capacity_v6, range_words_v4,
 };
+use ip_masq_lookup::{LookupError, PublishReport};
 use ipnet::IpNet;
 
+mod directory;
 mod error;
 mod links;
 mod maps;
 mod pins;
 mod probe;
+mod shared;
 mod stats;
 mod tcx;
 mod xt_bpf;
 
+pub use directory::DirectoryUsage;
 pub use error::DatapathError;
 pub use probe::Probe;
 pub use stats::{ConnectionStats, PacketStats};
@@ -64,6 +69,14 @@ pub trait PrefixStore {
     fn remove(&mut self, prefix: IpNet) -> Result<(), std::io::Error>;
     /// Capacity of the map that holds `prefix`'s family.
     fn capacity(&self, prefix: &IpNet) -> usize;
+    /// Makes the programs decide as the maps hold the table now: the range
+    /// directory's chunks that the writes since the last call touched are
+    /// rewritten, each switched in one store. Cheap when nothing changed.
+    ///
+    /// # Errors
+    /// A chunk that found no room; it keeps deciding as before and is
+    /// tried again at the next call.
+    fn publish(&mut self) -> Result<PublishReport, LookupError>;
 }
 
 /// The eBPF object (classifier and socket filters), built by build.rs from
@@ -101,6 +114,9 @@ pub struct Datapath {
     v6: LpmTrie<MapData, [u8; 16], u8>,
     capacity_v4: usize,
     capacity_v6: usize,
+    directory: directory::Directory,
+    /// What the load's publish of the directory wrote.
+    adopted: PublishReport,
 }
 
 impl Datapath {
@@ -122,10 +138,21 @@ impl Datapath {
         let v6_pin = pin_dir.join(MAP_NON_MASQ_V6);
         let stats_pin = pin_dir.join(MAP_STATS);
         let xt_stats_pin = pin_dir.join(MAP_XT_BPF_STATS);
-        let mut ebpf = EbpfLoader::new()
+        let range_slots = [
+            range_capacity_v4(options.max_entries),
+            range_capacity_v6(options.max_entries),
+        ];
+        let mut loader = EbpfLoader::new();
+        loader
             .override_global(GLOBAL_KEEP_SOURCE_MARK, &options.mark, true)
             .map_max_entries(MAP_NON_MASQ_V4, options.max_entries)
             .map_max_entries(MAP_NON_MASQ_V6, options.max_entries)
+            .map_max_entries(MAP_RANGES_V4, range_words_v4(range_slots[0]))
+            .map_max_entries(MAP_RANGES_V6, range_slots[1]);
+        for name in directory::MAP_NAMES {
+            loader.map_pin_path(name, pin_dir.join(name));
+        }
+        let mut ebpf = loader
             .map_pin_path(MAP_NON_MASQ_V4, v4_pin.as_path())
             .map_pin_path(MAP_NON_MASQ_V6, v6_pin.as_path())
             .map_pin_path(MAP_STATS, stats_pin.as_path())
@@ -143,6 +170,18 @@ impl Datapath {
         )?;
         let capacity_v4 = checked_capacity(&v4_pin, MAP_NON_MASQ_V4, options.max_entries)?;
         let capacity_v6 = checked_capacity(&v6_pin, MAP_NON_MASQ_V6, options.max_entries)?;
+        checked_capacity(
+            &pin_dir.join(MAP_RANGES_V4),
+            MAP_RANGES_V4,
+            range_words_v4(range_slots[0]),
+        )?;
+        checked_capacity(&pin_dir.join(MAP_RANGES_V6), MAP_RANGES_V6, range_slots[1])?;
+        // Before the socket filters are pinned over an earlier run's: from
+        // then on they decide with the directory, which must hold the
+        // record's table (an upgrade from an agent without it finds it
+        // empty, which would masquerade everything).
+        let record = maps::read_entries(&v4, &v6)?;
+        let (directory, adopted) = directory::Directory::load(&mut ebpf, range_slots, &record)?;
 
         let program: &mut SchedClassifier = ebpf
             .program_mut(PROGRAM_CLASSIFIER)
@@ -157,7 +196,20 @@ impl Datapath {
             v6,
             capacity_v4,
             capacity_v6,
+            directory,
+            adopted,
         })
+    }
+
+    /// What loading wrote into the range directory: nothing when it was
+    /// adopted from an earlier run that held the same table.
+    pub fn adopted(&self) -> PublishReport {
+        self.adopted
+    }
+
+    /// Range slots in use and held by each family's array.
+    pub fn directory_usage(&self) -> DirectoryUsage {
+        self.directory.usage()
     }
 
     fn program(&mut self) -> Result<&mut SchedClassifier, DatapathError> {

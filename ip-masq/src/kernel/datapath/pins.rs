@@ -29,11 +29,11 @@ impl Datapath {
     /// Fails when a pin is missing and the kernel refuses to pin it again.
     pub(crate) fn repin_missing(&mut self) -> Result<Vec<Repinned>, DatapathError> {
         let mut repinned = Vec::new();
-        let maps: [(&'static str, &MapData); 2] = [
+        let records: [(&'static str, &MapData); 2] = [
             (MAP_NON_MASQ_V4, self.v4.map()),
             (MAP_NON_MASQ_V6, self.v6.map()),
         ];
-        for (name, map) in maps {
+        for (name, map) in records.into_iter().chain(self.directory.maps()) {
             let pin = self.pin_dir.join(name);
             if pin_missing(&pin)? {
                 map.pin(&pin).map_err(|source| DatapathError::PinMap {

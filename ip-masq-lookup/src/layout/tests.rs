@@ -1,0 +1,400 @@
+//! The directory against the longest-prefix answer, and the publishing
+//! order against a fake of the kernel arrays that checks every write.
+
+use ip_masq_common::{DIRECTORY_SLOTS, DirectoryEntry, MAX_SEARCH_STEPS};
+
+use super::*;
+
+/// splitmix64: deterministic tables and probes.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    }
+
+    fn below(&mut self, bound: u64) -> u64 {
+        self.next() % bound
+    }
+}
+
+fn host_mask(family: Family, len: u8) -> u128 {
+    let width = family.width();
+    let all = u128::MAX >> (128 - width);
+    if u32::from(len) >= width {
+        0
+    } else {
+        all >> u32::from(len)
+    }
+}
+
+/// A random table: nested ranges (prefixes drawn inside a few /8-ish
+/// blocks so that they nest), both actions, /0 and full-length ones.
+fn random_table(family: Family, rng: &mut Rng, count: usize) -> FamilyTable {
+    let width = family.width();
+    let mut table = FamilyTable::new(family);
+    let bases: Vec<u128> = (0..4)
+        .map(|_| {
+            let high = u128::from(rng.next()) << 64 | u128::from(rng.next());
+            high >> (128 - width)
+        })
+        .collect();
+    for _ in 0..count {
+        let len = match rng.below(10) {
+            0 => u8::try_from(rng.below(u64::from(width) / 2 + 1)).unwrap(),
+            1 => u8::try_from(width).unwrap(),
+            _ => u8::try_from(8 + rng.below(u64::from(width) - 8 + 1)).unwrap(),
+        };
+        let base = bases[usize::try_from(rng.below(4)).unwrap()];
+        let noise = (u128::from(rng.next()) << 64 | u128::from(rng.next())) >> (128 - width);
+        // Keep the top bits of the base so that prefixes nest.
+        let keep_bits = (width / 4) + u32::try_from(rng.below(u64::from(width) / 2)).unwrap();
+        let spread = if keep_bits >= width {
+            0
+        } else {
+            (u128::MAX >> (128 - width)) >> keep_bits
+        };
+        let address = (base & !spread) | (noise & spread);
+        let network = address & !host_mask(family, len);
+        table.insert(network, len, rng.below(3) != 0);
+    }
+    if rng.below(2) == 0 {
+        table.insert(0, 0, rng.below(2) == 0);
+    }
+    table
+}
+
+/// Probes: edges of every prefix and random addresses near them.
+fn probes(table: &FamilyTable, rng: &mut Rng) -> Vec<u128> {
+    let family = table.family();
+    let all = u128::MAX >> (128 - family.width());
+    let mut out = vec![0, all];
+    for (network, len, _) in table.prefixes() {
+        let last = network | host_mask(family, len);
+        out.extend([
+            network,
+            last,
+            network.wrapping_sub(1) & all,
+            last.wrapping_add(1) & all,
+        ]);
+        out.push(network | (u128::from(rng.next()) & host_mask(family, len)));
+    }
+    out
+}
+
+/// The kernel arrays, checking each write against what readers may hold.
+struct FakeMemory {
+    family: Family,
+    entries: Vec<DirectoryEntry>,
+    starts: Vec<u128>,
+    /// Extents named by an entry replaced since the last wait.
+    guarded: Vec<(u32, u32)>,
+    waits: usize,
+    /// Called after every entry store, with the arrays as readers see them.
+    after_store: Option<Box<dyn FnMut(&FakeMemory)>>,
+}
+
+impl FakeMemory {
+    fn new(family: Family, capacity: u32) -> Self {
+        Self {
+            family,
+            entries: vec![DirectoryEntry::default(); DIRECTORY_SLOTS as usize],
+            starts: vec![0; capacity as usize],
+            guarded: Vec::new(),
+            waits: 0,
+            after_store: None,
+        }
+    }
+
+    /// The programs' lookup, step for step: entry, then the halving search.
+    fn decide(&self, address: u128) -> bool {
+        let entry = self.entries[self.family.chunk_of(address) as usize];
+        if entry.is_uniform() {
+            return entry.first_keeps();
+        }
+        let (mut low, mut remaining) = (0u32, entry.ranges());
+        for _ in 0..MAX_SEARCH_STEPS {
+            if remaining <= 1 {
+                break;
+            }
+            let half = remaining / 2;
+            let start = self.starts[(entry.base() + low + half) as usize];
+            // IPv4 keeps only the low 16 bits of a start.
+            let at_or_below = match self.family {
+                Family::V4 => (start as u16) <= address as u16,
+                Family::V6 => start <= address,
+            };
+            if at_or_below {
+                low += half;
+            }
+            remaining -= half;
+        }
+        entry.keeps(low)
+    }
+}
+
+fn overlaps((a, a_len): (u32, u32), (b, b_len): (u32, u32)) -> bool {
+    a < b + b_len && b < a + a_len
+}
+
+impl Memory for FakeMemory {
+    fn write_starts(&mut self, family: Family, base: u32, starts: &[u128]) {
+        assert_eq!(family, self.family);
+        let extent = (base, u32::try_from(starts.len()).unwrap());
+        for entry in &self.entries {
+            if !entry.is_uniform() {
+                assert!(
+                    !overlaps(extent, (entry.base(), entry.ranges())),
+                    "wrote over live ranges"
+                );
+            }
+        }
+        for &guarded in &self.guarded {
+            assert!(
+                !overlaps(extent, guarded),
+                "wrote over ranges a reader may hold"
+            );
+        }
+        for (slot, &start) in self.starts[base as usize..].iter_mut().zip(starts) {
+            *slot = match family {
+                Family::V4 => start & 0xFFFF,
+                Family::V6 => start,
+            };
+        }
+    }
+
+    fn store_entry(&mut self, family: Family, chunk: u32, entry: DirectoryEntry) {
+        assert_eq!(family, self.family);
+        let old = std::mem::replace(&mut self.entries[chunk as usize], entry);
+        if !old.is_uniform() {
+            self.guarded.push((old.base(), old.ranges()));
+        }
+        if let Some(mut check) = self.after_store.take() {
+            check(self);
+            self.after_store = Some(check);
+        }
+    }
+
+    fn load_entry(&self, _family: Family, chunk: u32) -> DirectoryEntry {
+        self.entries[chunk as usize]
+    }
+
+    fn read_starts(&self, family: Family, chunk: u32, base: u32, len: u32) -> Vec<u128> {
+        self.starts[base as usize..(base + len) as usize]
+            .iter()
+            .map(|&start| match family {
+                Family::V4 => family.chunk_start(chunk) | start,
+                Family::V6 => start,
+            })
+            .collect()
+    }
+
+    fn wait_for_readers(&mut self) -> std::io::Result<()> {
+        self.guarded.clear();
+        self.waits += 1;
+        Ok(())
+    }
+}
+
+fn touched_chunks(tables: &[&FamilyTable]) -> Vec<u32> {
+    let mut chunks: Vec<u32> = tables
+        .iter()
+        .flat_map(|table| {
+            table
+                .prefixes()
+                .flat_map(|(network, len, _)| table.chunks_of(network, len))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    chunks.sort_unstable();
+    chunks.dedup();
+    chunks
+}
+
+#[test]
+fn chunk_ranges_give_the_longest_prefix_answer() {
+    let mut rng = Rng(7);
+    for family in [Family::V4, Family::V6] {
+        for round in 0..40 {
+            let table = random_table(family, &mut rng, 1 + round * 7);
+            for address in probes(&table, &mut rng) {
+                let ranges = table.chunk_ranges(family.chunk_of(address));
+                assert_eq!(
+                    ranges.decide(address),
+                    table.longest_match(address),
+                    "{family:?} {address:#x}"
+                );
+                for pair in ranges.starts.windows(2) {
+                    assert!(pair[0] < pair[1], "sorted, no empty range");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn one_pass_over_every_chunk_agrees_with_each_chunk_alone() {
+    let mut rng = Rng(11);
+    for family in [Family::V4, Family::V6] {
+        let table = random_table(family, &mut rng, 300);
+        let all = table.all_chunk_ranges();
+        for chunk in touched_chunks(&[&table])
+            .into_iter()
+            .chain([0, 1, DIRECTORY_SLOTS - 1])
+        {
+            assert_eq!(
+                all[chunk as usize],
+                table.chunk_ranges(chunk),
+                "chunk {chunk}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_published_directory_decides_as_the_table_does() {
+    let mut rng = Rng(13);
+    for family in [Family::V4, Family::V6] {
+        let mut memory = FakeMemory::new(family, 20_000);
+        let mut layout = Layout::fresh(family, 20_000);
+        for round in 0..20 {
+            let table = random_table(family, &mut rng, 50 + round * 20);
+            layout.publish_all(&table, &mut memory).expect("room");
+            for address in probes(&table, &mut rng) {
+                let expected = table.longest_match(address);
+                assert_eq!(layout.decide(address), expected, "{family:?} {address:#x}");
+                assert_eq!(memory.decide(address), expected, "{family:?} {address:#x}");
+            }
+        }
+    }
+}
+
+#[test]
+fn an_update_shows_each_destination_the_old_or_the_new_decision_only() {
+    let mut rng = Rng(17);
+    for family in [Family::V4, Family::V6] {
+        // Room for little more than two tables: reclaiming is needed.
+        let mut memory = FakeMemory::new(family, 900);
+        let mut layout = Layout::fresh(family, 900);
+        let mut old = random_table(family, &mut rng, 200);
+        layout.publish_all(&old, &mut memory).expect("room");
+        for _ in 0..10 {
+            let new = random_table(family, &mut rng, 200);
+            let mut all_probes = probes(&old, &mut rng);
+            all_probes.extend(probes(&new, &mut rng));
+            let expected: Vec<(u128, bool, bool)> = all_probes
+                .iter()
+                .map(|&address| {
+                    (
+                        address,
+                        old.longest_match(address),
+                        new.longest_match(address),
+                    )
+                })
+                .collect();
+            memory.after_store = Some(Box::new(move |memory: &FakeMemory| {
+                for &(address, before, after) in &expected {
+                    let seen = memory.decide(address);
+                    assert!(
+                        seen == before || seen == after,
+                        "{address:#x} decided neither way"
+                    );
+                }
+            }));
+            let chunks = touched_chunks(&[&old, &new]);
+            layout.publish(&new, chunks, &mut memory).expect("room");
+            memory.after_store = None;
+            for address in probes(&new, &mut rng) {
+                assert_eq!(memory.decide(address), new.longest_match(address));
+            }
+            old = new;
+        }
+        assert!(memory.waits > 0, "space was reclaimed on the way");
+    }
+}
+
+#[test]
+fn a_one_entry_change_writes_one_chunk() {
+    let family = Family::V4;
+    let mut memory = FakeMemory::new(family, 1_000);
+    let mut layout = Layout::fresh(family, 1_000);
+    let mut table = FamilyTable::new(family);
+    table.insert(0x0a00_0000, 8, true);
+    table.insert(0x0a01_0200, 24, false);
+    layout.publish_all(&table, &mut memory).expect("room");
+    table.insert(0x0a02_0300, 24, false);
+    let report = layout
+        .publish(&table, table.chunks_of(0x0a02_0300, 24), &mut memory)
+        .expect("room");
+    assert_eq!((report.chunks_written, report.starts_written), (1, 3));
+    // Publishing the same table again writes nothing.
+    let again = layout.publish_all(&table, &mut memory).expect("room");
+    assert_eq!(again, PublishReport::default());
+}
+
+#[test]
+fn adopting_written_arrays_rewrites_nothing() {
+    let mut rng = Rng(19);
+    for family in [Family::V4, Family::V6] {
+        let mut memory = FakeMemory::new(family, 5_000);
+        let mut layout = Layout::fresh(family, 5_000);
+        let table = random_table(family, &mut rng, 400);
+        layout.publish_all(&table, &mut memory).expect("room");
+        let mut adopted = Layout::adopt(family, 5_000, &mut memory).expect("adopt");
+        assert_eq!(adopted.slots_in_use(), layout.slots_in_use());
+        let report = adopted.publish_all(&table, &mut memory).expect("room");
+        assert_eq!(
+            report,
+            PublishReport {
+                waits: 0,
+                ..PublishReport::default()
+            }
+        );
+    }
+}
+
+#[test]
+fn an_entry_naming_slots_outside_the_array_is_rewritten() {
+    let family = Family::V4;
+    let mut memory = FakeMemory::new(family, 100);
+    memory.entries[5] = DirectoryEntry::new(90, 20, true);
+    let mut layout = Layout::adopt(family, 100, &mut memory).expect("adopt");
+    let report = layout
+        .publish_all(&FamilyTable::new(family), &mut memory)
+        .expect("room");
+    assert_eq!(report.chunks_written, 1);
+    assert_eq!(memory.entries[5], DirectoryEntry::uniform(false));
+}
+
+#[test]
+fn a_chunk_without_room_keeps_its_old_ranges() {
+    let family = Family::V4;
+    let mut memory = FakeMemory::new(family, 4);
+    let mut layout = Layout::fresh(family, 4);
+    let mut table = FamilyTable::new(family);
+    table.insert(0x0a00_0100, 24, true);
+    layout.publish_all(&table, &mut memory).expect("room");
+    let before = memory.entries[0x0a00];
+    table.insert(0x0a00_0300, 24, true);
+    table.insert(0x0a00_0500, 24, true);
+    let (_, err) = layout
+        .publish(&table, [0x0a00], &mut memory)
+        .expect_err("7 starts in 4 slots");
+    assert!(
+        matches!(
+            err,
+            LookupError::NoRoom {
+                needed: 7,
+                capacity: 4,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(memory.entries[0x0a00], before);
+    assert!(layout.decide(0x0a00_0101) && !layout.decide(0x0a00_0301));
+}
