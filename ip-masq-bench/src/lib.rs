@@ -17,6 +17,42 @@ pub struct Report {
     pub frame_bytes_v4: usize,
     pub frame_bytes_v6: usize,
     pub sizes: Vec<SizeReport>,
+    /// The one-entry changes timed on the largest table.
+    #[serde(default)]
+    pub one_entry: Vec<OneEntryChange>,
+    /// Kernel memory of the maps holding the mixed table.
+    #[serde(default)]
+    pub memory: Option<MemoryReport>,
+}
+
+/// One prefix added to (or removed from) the largest table.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+pub struct OneEntryChange {
+    pub cidrs: usize,
+    /// `add` or `remove`.
+    pub change: String,
+    /// The whole sync: the LPM record's write and the directory's publish.
+    pub sync_us: f64,
+    /// The directory's publish alone.
+    pub publish_us: f64,
+    pub chunks_written: usize,
+}
+
+/// `memlock` of every map with `v4` IPv4 and `v6` IPv6 prefixes loaded.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+pub struct MemoryReport {
+    pub v4: usize,
+    pub v6: usize,
+    /// `--max-cidrs` the maps were made for.
+    pub max_cidrs: u32,
+    pub maps: Vec<(String, u64)>,
+}
+
+impl MemoryReport {
+    /// All maps together.
+    pub fn total_bytes(&self) -> u64 {
+        self.maps.iter().map(|(_, bytes)| bytes).sum()
+    }
 }
 
 /// Results for one number of CIDRs per family.
@@ -27,6 +63,9 @@ pub struct SizeReport {
     /// agent's sync took for them.
     pub fill_entries: usize,
     pub fill_ms: f64,
+    /// Of `fill_ms`, the range directory's build and write.
+    #[serde(default)]
+    pub publish_ms: f64,
     pub hit_v4: Option<CaseTiming>,
     pub miss_v4: CaseTiming,
     pub hit_v6: Option<CaseTiming>,
@@ -36,6 +75,19 @@ pub struct SizeReport {
     /// tc mode) on the same frames, when the object has it.
     pub xt_hit_v4: Option<CaseTiming>,
     pub xt_miss_v4: Option<CaseTiming>,
+    /// The socket filter that returns at once, on the IPv4 miss frame.
+    #[serde(default)]
+    pub noop_filter: Option<CaseTiming>,
+    /// The classifier on a TCP segment of an established connection (ACK)
+    /// to the hit destination.
+    #[serde(default)]
+    pub established_v4: Option<CaseTiming>,
+    /// The classifier on a hit in the /16 the table cuts into the most
+    /// ranges, and how many.
+    #[serde(default)]
+    pub dense_hit_v4: Option<CaseTiming>,
+    #[serde(default)]
+    pub dense_ranges_v4: usize,
 }
 
 /// The cost of one case: the fastest of the rounds.

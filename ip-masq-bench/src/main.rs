@@ -22,9 +22,12 @@ use aya::{
 };
 use clap::Parser;
 use ip_masq_common::{
-    Action, DEFAULT_KEEP_SOURCE_MARK, MAP_NON_MASQ_V4, MAP_NON_MASQ_V6, MAP_STATS,
-    MAP_XT_BPF_STATS, PROGRAM_BENCH_NOOP, PROGRAM_XT_BPF_V4,
+    Action, DEFAULT_KEEP_SOURCE_MARK, MAP_DIRECTORY_V4, MAP_DIRECTORY_V6, MAP_NON_MASQ_V4,
+    MAP_NON_MASQ_V6, MAP_RANGES_V4, MAP_RANGES_V6, MAP_STATS, MAP_XT_BPF_STATS, PROGRAM_BENCH_NOOP,
+    PROGRAM_BENCH_NOOP_FILTER, PROGRAM_XT_BPF_V4, range_capacity_v4, range_capacity_v6,
+    range_words_v4,
 };
+use ipnet::IpNet;
 use thiserror::Error;
 
 use ip_masq::agent::sync;
@@ -38,7 +41,7 @@ use ip_masq_config::table::Table;
 
 mod inputs;
 
-use ip_masq_bench::{CaseTiming, Report, SizeReport};
+use ip_masq_bench::{CaseTiming, MemoryReport, OneEntryChange, Report, SizeReport};
 
 use inputs::{check_sizes, hit_destination, map_capacity, parse_cidr_lines};
 
@@ -246,10 +249,44 @@ fn measure(args: &BenchDatapathArgs) -> Result<Report, BenchError> {
                 (hit, Some(miss))
             }
         };
+        let noop_filter = Some(best_of(
+            extra.noop_filter()?,
+            "noop-filter",
+            &miss_frame,
+            args,
+            IpAddr::V4(args.miss),
+        )?);
+        let established_v4 = match hit_v4 {
+            Some(hit) => {
+                let frame =
+                    packet::tcp_to(hit.destination, packet::TCP_ACK, packet::IpShape::default());
+                let program = datapath.classifier()?;
+                Some(best_of(
+                    program,
+                    "established",
+                    &frame,
+                    args,
+                    hit.destination,
+                )?)
+            }
+            None => None,
+        };
+        let (dense_hit_v4, dense_ranges_v4) = match densest_chunk(&v4[..size]) {
+            Some((destination, ranges)) => {
+                verify_classifier(&mut datapath, "dense-hit-v4", size, destination, true)?;
+                (Some(time_classifier(&mut datapath, destination)?), ranges)
+            }
+            None => (None, 0),
+        };
         sizes.push(SizeReport {
             cidrs: size,
             fill_entries: report.added + report.removed,
             fill_ms: fill.as_secs_f64() * 1000.0,
+            publish_ms: report.publish_time.as_secs_f64() * 1000.0,
+            noop_filter,
+            established_v4,
+            dense_hit_v4,
+            dense_ranges_v4,
             hit_v4,
             miss_v4,
             hit_v6,
@@ -258,13 +295,100 @@ fn measure(args: &BenchDatapathArgs) -> Result<Report, BenchError> {
             xt_miss_v4,
         });
     }
+    let one_entry = time_one_entry_changes(&mut datapath, &mut applied, largest)?;
+    // The mixed table: 100k IPv4 and 10k IPv6 (or what the list has).
+    let memory = if largest >= 10_000 {
+        let v6_count = (largest / 10).min(v6.len());
+        let mixed = Table::from_map_entries(
+            v4[..largest]
+                .iter()
+                .chain(&v6[..v6_count])
+                .map(|prefix| (*prefix, Action::KeepSource)),
+        );
+        sync::apply(&mut datapath, &mut applied, &mixed)?;
+        let maps = ip_masq::kernel::datapath::pinned_map_memory(&args.pin_path)?
+            .into_iter()
+            .map(|map| (map.name.to_owned(), map.bytes))
+            .collect();
+        Some(MemoryReport {
+            v4: largest,
+            v6: v6_count,
+            max_cidrs: capacity,
+            maps,
+        })
+    } else {
+        None
+    };
     Ok(Report {
         repeat: args.repeat,
         rounds: args.rounds,
         frame_bytes_v4: miss_frame.len(),
         frame_bytes_v6: packet::tcp_syn_to(IpAddr::V6(Ipv6Addr::LOCALHOST)).len(),
         sizes,
+        one_entry,
+        memory,
     })
+}
+
+/// Adds one /24 the table does not touch to the table in force and takes
+/// it out again, a few times each, timing the agent's sync and, of it, the
+/// directory's publish: a ConfigMap edit's map work, without the file.
+fn time_one_entry_changes(
+    datapath: &mut Datapath,
+    applied: &mut Table,
+    cidrs: usize,
+) -> Result<Vec<OneEntryChange>, BenchError> {
+    let base = applied.clone();
+    let mut out = Vec::new();
+    // 198.18.0.0/15 (benchmarking space) is outside the generated lists.
+    for round in 0..5u8 {
+        let prefix: IpNet = format!("198.18.{round}.0/24").parse().expect("literal");
+        let mut with = base.clone();
+        with.insert(
+            prefix,
+            Action::KeepSource,
+            ip_masq_config::table::Origin::Config,
+        );
+        for (change, desired) in [("add", &with), ("remove", &base)] {
+            let started = Instant::now();
+            let report = sync::apply(datapath, applied, desired)?;
+            let elapsed = started.elapsed();
+            out.push(OneEntryChange {
+                cidrs,
+                change: change.to_owned(),
+                sync_us: elapsed.as_secs_f64() * 1e6,
+                publish_us: report.publish_time.as_secs_f64() * 1e6,
+                chunks_written: report.published.chunks_written,
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// An address in the /16 that `prefixes` cut into the most ranges (the
+/// longest binary search), inside a prefix, and that range count.
+fn densest_chunk(prefixes: &[IpNet]) -> Option<(IpAddr, usize)> {
+    use ip_masq_lookup::{Family, FamilyTable};
+    let mut table = FamilyTable::new(Family::V4);
+    for prefix in prefixes {
+        if let IpNet::V4(net) = prefix {
+            table.insert(u128::from(u32::from(net.network())), net.prefix_len(), true);
+        }
+    }
+    let ranges = table
+        .all_chunk_ranges()
+        .into_iter()
+        .max_by_key(|ranges| ranges.starts.len())?;
+    if ranges.starts.len() <= 1 {
+        return None;
+    }
+    // The kept range nearest the middle of the chunk's ranges.
+    let middle = ranges.starts.len() / 2;
+    let position = (middle..ranges.starts.len())
+        .chain(0..middle)
+        .find(|&p| ranges.first_keeps ^ (p % 2 == 1))?;
+    let address = u32::try_from(ranges.starts[position]).ok()?;
+    Some((IpAddr::V4(Ipv4Addr::from(address)), ranges.starts.len()))
 }
 
 /// The programs the agent never loads: the no-op classifier and, for
@@ -283,7 +407,19 @@ fn load_extra_programs(
     let v6_pin = args.pin_path.join(MAP_NON_MASQ_V6);
     let stats_pin = args.pin_path.join(MAP_STATS);
     let xt_stats_pin = args.pin_path.join(MAP_XT_BPF_STATS);
-    let mut ebpf = EbpfLoader::new()
+    let mut loader = EbpfLoader::new();
+    loader
+        .map_max_entries(MAP_RANGES_V4, range_words_v4(range_capacity_v4(capacity)))
+        .map_max_entries(MAP_RANGES_V6, range_capacity_v6(capacity));
+    for name in [
+        MAP_DIRECTORY_V4,
+        MAP_RANGES_V4,
+        MAP_DIRECTORY_V6,
+        MAP_RANGES_V6,
+    ] {
+        loader.map_pin_path(name, args.pin_path.join(name));
+    }
+    let mut ebpf = loader
         .map_max_entries(MAP_NON_MASQ_V4, capacity)
         .map_max_entries(MAP_NON_MASQ_V6, capacity)
         .map_pin_path(MAP_NON_MASQ_V4, v4_pin.as_path())
@@ -304,6 +440,12 @@ fn load_extra_programs(
         .try_into()
         .map_err(program_error("noop"))?;
     noop.load().map_err(program_error("noop"))?;
+    let noop_filter: &mut SocketFilter = ebpf
+        .program_mut(PROGRAM_BENCH_NOOP_FILTER)
+        .ok_or(BenchError::Missing(PROGRAM_BENCH_NOOP_FILTER))?
+        .try_into()
+        .map_err(program_error("noop-filter"))?;
+    noop_filter.load().map_err(program_error("noop-filter"))?;
     if let Some(program) = ebpf.program_mut(PROGRAM_XT_BPF_V4) {
         let filter: &mut SocketFilter = program.try_into().map_err(program_error("xt-bpf"))?;
         filter.load().map_err(program_error("xt-bpf"))?;
@@ -319,6 +461,17 @@ impl ExtraPrograms {
             .try_into()
             .map_err(|source| BenchError::Program {
                 case: "noop",
+                source: Box::new(source),
+            })
+    }
+
+    fn noop_filter(&self) -> Result<&SocketFilter, BenchError> {
+        self.ebpf
+            .program(PROGRAM_BENCH_NOOP_FILTER)
+            .ok_or(BenchError::Missing(PROGRAM_BENCH_NOOP_FILTER))?
+            .try_into()
+            .map_err(|source| BenchError::Program {
+                case: "noop-filter",
                 source: Box::new(source),
             })
     }

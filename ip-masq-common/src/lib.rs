@@ -39,6 +39,9 @@ pub const GLOBAL_KEEP_SOURCE_MARK: &str = "KEEP_SOURCE_MARK";
 /// Name of a classifier that returns at once; only the benchmark loads it,
 /// as the baseline of BPF_PROG_TEST_RUN's own cost.
 pub const PROGRAM_BENCH_NOOP: &str = "ip_masq_noop";
+/// Name of a socket filter that returns at once: the benchmark's baseline
+/// for the xt_bpf filters.
+pub const PROGRAM_BENCH_NOOP_FILTER: &str = "ip_masq_noop_sf";
 
 /// Name of the IPv4 socket filter run by the iptables `bpf` match (xt_bpf).
 /// Kernel program names hold at most 15 characters.
@@ -70,8 +73,16 @@ pub const DIRECTORY_SLOTS: u32 = 1 << CHUNK_BITS;
 pub const CHUNK_BITS: u32 = 16;
 /// IPv4 range starts held by one 64-bit word of `MASQ_RANGES_V4`.
 pub const V4_STARTS_PER_WORD: u32 = 4;
-/// Upper bound of the binary search's steps: it halves a `u32` count.
-pub const MAX_SEARCH_STEPS: usize = 32;
+/// Steps of the IPv4 binary search: a /16 holds at most 2^16 ranges, and
+/// each step halves the count still in question.
+pub const SEARCH_STEPS_V4: usize = 16;
+/// Steps of the IPv6 binary search: chunks of up to 2^24 ranges
+/// ([`MAX_CHUNK_RANGES_V6`]). A fixed bound the verifier can see; each
+/// more step costs it states to walk.
+pub const SEARCH_STEPS_V6: usize = 24;
+/// The most ranges one IPv6 chunk may have; the agent refuses to publish a
+/// finer one.
+pub const MAX_CHUNK_RANGES_V6: u32 = 1 << SEARCH_STEPS_V6;
 
 /// Range starts `MASQ_RANGES_V4` holds for a table capacity of `max_cidrs`.
 ///
@@ -233,7 +244,11 @@ pub const fn xt_stat_slot(ipv6: bool, keep_source: bool) -> u32 {
 pub const DEFAULT_KEEP_SOURCE_MARK: u32 = 0x1000;
 
 const _: () = assert!(core::mem::size_of::<Action>() == 1);
-const _: () = assert!(PROGRAM_CLASSIFIER.len() <= 15 && PROGRAM_BENCH_NOOP.len() <= 15);
+const _: () = assert!(
+    PROGRAM_CLASSIFIER.len() <= 15
+        && PROGRAM_BENCH_NOOP.len() <= 15
+        && PROGRAM_BENCH_NOOP_FILTER.len() <= 15
+);
 const _: () = assert!(PROGRAM_XT_BPF_V4.len() <= 15 && PROGRAM_XT_BPF_V6.len() <= 15);
 // Map names are cut at 15 characters too, and the pins are named after them.
 const _: () = assert!(MAP_STATS.len() <= 15 && MAP_XT_BPF_STATS.len() <= 15);

@@ -16,8 +16,9 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use ip_masq_common::{
-    DEFAULT_MAP_CAPACITY, DIRECTORY_SLOTS, DirectoryEntry, MAP_FLAG_MMAPABLE, MAX_SEARCH_STEPS,
-    V4_STARTS_PER_WORD, range_capacity_v4, range_capacity_v6, range_start_v4, range_words_v4,
+    DEFAULT_MAP_CAPACITY, DIRECTORY_SLOTS, DirectoryEntry, MAP_FLAG_MMAPABLE, SEARCH_STEPS_V4,
+    SEARCH_STEPS_V6, V4_STARTS_PER_WORD, range_capacity_v4, range_capacity_v6, range_start_v4,
+    range_words_v4,
 };
 
 /// IPv4 destinations and their action, as the agent wrote them: the record
@@ -67,11 +68,10 @@ pub fn keeps_source_v4(destination: [u8; 4]) -> bool {
     }
     let key = address as u16;
     let base = entry.base();
-    let found = search(entry.ranges(), |position| {
-        let index = base.wrapping_add(position);
+    let found = search::<SEARCH_STEPS_V4>(base, entry.ranges(), |index| {
         MASQ_RANGES_V4
             .get(index / V4_STARTS_PER_WORD)
-            .map(|&word| range_start_v4(word, index) <= key)
+            .map(|&word| at_or_below_v4(range_start_v4(word, index), key))
     });
     matches!(found, Some(position) if entry.keeps(position))
 }
@@ -89,36 +89,80 @@ pub fn keeps_source_v6(destination: [u8; 16]) -> bool {
     }
     let (high, low) = ((address >> 64) as u64, address as u64);
     let base = entry.base();
-    let found = search(entry.ranges(), |position| {
+    let found = search::<SEARCH_STEPS_V6>(base, entry.ranges(), |index| {
         MASQ_RANGES_V6
-            .get(base.wrapping_add(position))
-            .map(|&[start_high, start_low]| {
-                start_high < high || (start_high == high && start_low <= low)
-            })
+            .get(index)
+            .map(|&[start_high, start_low]| at_or_below_v6(start_high, start_low, high, low))
     });
     matches!(found, Some(position) if entry.keeps(position))
 }
 
-/// The position of the last of `len` sorted ranges whose start is at or
-/// below the address; `starts_at_or_below(p)` compares the start at `p`.
-/// The first range starts at the chunk's first address, so one is always
-/// found. `None` when a range could not be read, which the callers treat
-/// as "masquerade", the safe answer.
+/// The position (counted from `base`) of the last of `len` sorted ranges
+/// whose start is at or below the address; `starts_at_or_below(i)`
+/// compares the start in slot `i`. The first range starts at the chunk's
+/// first address, so one is always found. `None` when a range could not be
+/// read, which the callers treat as "masquerade", the safe answer.
 ///
-/// A fixed bound the verifier can see: each step halves a `u32` count.
+/// `STEPS` halvings settle up to 2^STEPS ranges; the agent never publishes
+/// a chunk with more.
+///
+/// The search walks absolute slots from `base`, a value read from the map,
+/// rather than positions from 0: on the path where every comparison fails
+/// a position from 0 would stay the constant 0, the verifier would then
+/// predict the final branch on it and track it precisely, and its states
+/// at the loop head could no longer be merged, doubling the paths it walks
+/// with each step (without CAP_PERFMON it gives up at 8,192 of them).
 #[inline(always)]
-fn search(len: u32, starts_at_or_below: impl Fn(u32) -> Option<bool>) -> Option<u32> {
-    let mut low = 0u32;
+fn search<const STEPS: usize>(
+    base: u32,
+    len: u32,
+    starts_at_or_below: impl Fn(u32) -> Option<bool>,
+) -> Option<u32> {
+    let mut at = base;
     let mut remaining = len;
-    for _ in 0..MAX_SEARCH_STEPS {
+    for _ in 0..STEPS {
         if remaining <= 1 {
             break;
         }
         let half = remaining / 2;
-        if starts_at_or_below(low + half)? {
-            low += half;
+        let next = at.wrapping_add(half);
+        if starts_at_or_below(next)? {
+            at = next;
         }
         remaining -= half;
     }
-    Some(low)
+    Some(at.wrapping_sub(base))
+}
+
+/// Whether the 16-bit `start` is at or below `key`, without a branch (see
+/// [`at_or_below_v6`]). Both sit in the top bits of a word, so that LLVM,
+/// which knows a plain u16 difference cannot wrap, does not turn the
+/// borrow back into a comparison and a branch.
+#[inline(always)]
+fn at_or_below_v4(start: u16, key: u16) -> bool {
+    borrow(u64::from(key) << 48, u64::from(start) << 48) == 0
+}
+
+/// The borrow of `a - b` (1 when `b` is above `a`): the top bit of
+/// `(!a & b) | (!(a ^ b) & (a - b))`, bit operations only.
+#[inline(always)]
+fn borrow(a: u64, b: u64) -> u64 {
+    ((!a & b) | (!(a ^ b) & a.wrapping_sub(b))) >> 63
+}
+
+/// Whether the 128-bit start `[start_high, start_low]` is at or below the
+/// address `[high, low]`, computed with bit operations and no branch.
+///
+/// Branches on the address would let the verifier narrow its registers at
+/// every step, predict later comparisons from the narrowed ranges, and
+/// (without CAP_PERFMON) push a speculative path for each prediction,
+/// doubling its work per step.
+#[inline(always)]
+fn at_or_below_v6(start_high: u64, start_low: u64, high: u64, low: u64) -> bool {
+    let differ = start_high ^ high;
+    // 1 when the high words are equal.
+    let equal = ((differ | differ.wrapping_neg()) >> 63) ^ 1;
+    // address < start: high below, or high equal and low below.
+    let below = borrow(high, start_high) | (equal & borrow(low, start_low));
+    below == 0
 }

@@ -76,17 +76,41 @@ fn try_classify(ctx: &TcContext) -> Result<(), ()> {
     // names the protocol behind it here.
     // SAFETY: the context is the kernel's __sk_buff for this run.
     let protocol = u16::from_be(unsafe { (*ctx.skb.skb).protocol } as u16);
-    if protocol == ETH_P_8021Q || protocol == ETH_P_8021AD {
+    let destination = if protocol == ETH_P_8021Q || protocol == ETH_P_8021AD {
         // A tag still in the frame (the inner one of QinQ): the protocol
         // follows it.
         let inner = u16::from_be_bytes(pair(ctx, ETH_HEADER_LEN + 2)?);
-        classify::<{ ETH_HEADER_LEN + VLAN_HEADER_LEN }>(ctx, inner)
+        destination::<{ ETH_HEADER_LEN + VLAN_HEADER_LEN }>(ctx, inner)?
     } else {
-        classify::<ETH_HEADER_LEN>(ctx, protocol)
+        destination::<ETH_HEADER_LEN>(ctx, protocol)?
+    };
+    // One lookup site per family, whatever the header layout: the verifier
+    // walks each inlined copy of the search on its own.
+    let (keep, seen_slot, kept_slot) = match destination {
+        Destination::None => return Ok(()),
+        Destination::V4(address) => (keeps_source_v4(address), STAT_V4_SEEN, STAT_V4_KEPT),
+        Destination::V6(address) => (keeps_source_v6(address), STAT_V6_SEEN, STAT_V6_KEPT),
+    };
+    count(seen_slot);
+    if keep {
+        // OR, never assign: other components own the other bits.
+        let mark = unsafe { (*ctx.skb.skb).mark };
+        ctx.set_mark(mark | KEEP_SOURCE_MARK.load());
+        count(kept_slot);
     }
+    Ok(())
 }
 
-/// [`try_classify`] for a network header at `L3`.
+/// What to look up for one packet.
+enum Destination {
+    /// Nothing: not IP, or a TCP segment that cannot open a connection.
+    None,
+    V4([u8; 4]),
+    V6([u8; 16]),
+}
+
+/// The destination of a packet whose network header is at `L3`, if it is
+/// one to look up.
 ///
 /// Every packet read is at a constant offset, hence the const parameter:
 /// without CAP_PERFMON (a pod granted only NET_ADMIN and BPF) the verifier
@@ -95,8 +119,8 @@ fn try_classify(ctx: &TcContext) -> Result<(), ()> {
 /// behind IPv4 options, is read through `bpf_skb_load_bytes`, which takes
 /// it as a plain number. Fields are read as 16- or 32-bit words.
 #[inline(always)]
-fn classify<const L3: usize>(ctx: &TcContext, protocol: u16) -> Result<(), ()> {
-    let (keep, seen_slot, kept_slot) = match protocol {
+fn destination<const L3: usize>(ctx: &TcContext, protocol: u16) -> Result<Destination, ()> {
+    match protocol {
         ETH_P_IPV4 => {
             let [version_ihl, _] = pair(ctx, L3)?;
             let fragment = u16::from_be_bytes(pair(ctx, L3 + 6)?);
@@ -110,39 +134,26 @@ fn classify<const L3: usize>(ctx: &TcContext, protocol: u16) -> Result<(), ()> {
                         .map_err(|_| ())?
                 };
                 if !opens_connection(flags) {
-                    return Ok(());
+                    return Ok(Destination::None);
                 }
             }
-            let destination = load::<u32>(ctx, L3 + 16)?;
-            (
-                keeps_source_v4(destination.to_ne_bytes()),
-                STAT_V4_SEEN,
-                STAT_V4_KEPT,
-            )
+            Ok(Destination::V4(load::<u32>(ctx, L3 + 16)?.to_ne_bytes()))
         }
         ETH_P_IPV6 => {
             let [next_header, _] = pair(ctx, L3 + 6)?;
             if next_header == IPPROTO_TCP
                 && !opens_connection(tcp_flags(ctx, L3 + IPV6_HEADER_LEN)?)
             {
-                return Ok(());
+                return Ok(Destination::None);
             }
             let mut destination = [0u8; 16];
             for (word, chunk) in destination.chunks_exact_mut(4).enumerate() {
                 chunk.copy_from_slice(&load::<u32>(ctx, L3 + 24 + word * 4)?.to_ne_bytes());
             }
-            (keeps_source_v6(destination), STAT_V6_SEEN, STAT_V6_KEPT)
+            Ok(Destination::V6(destination))
         }
-        _ => return Ok(()),
-    };
-    count(seen_slot);
-    if keep {
-        // OR, never assign: other components own the other bits.
-        let mark = unsafe { (*ctx.skb.skb).mark };
-        ctx.set_mark(mark | KEEP_SOURCE_MARK.load());
-        count(kept_slot);
+        _ => Ok(Destination::None),
     }
-    Ok(())
 }
 
 /// The flags byte of the TCP header at `offset`, read with the data

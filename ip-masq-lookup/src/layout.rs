@@ -16,7 +16,7 @@
 
 use std::collections::BTreeMap;
 
-use ip_masq_common::{DIRECTORY_SLOTS, DirectoryEntry};
+use ip_masq_common::{DIRECTORY_SLOTS, DirectoryEntry, MAX_CHUNK_RANGES_V6, SEARCH_STEPS_V4};
 use thiserror::Error;
 
 use crate::{Family, FamilyTable, Ranges};
@@ -54,6 +54,15 @@ pub enum LookupError {
         needed: u32,
         capacity: u32,
     },
+    #[error(
+        "{family} chunk {chunk} would need {ranges} ranges, more than the programs' search settles ({limit})"
+    )]
+    TooFine {
+        family: &'static str,
+        chunk: u32,
+        ranges: u32,
+        limit: u32,
+    },
     #[error("waiting for the programs to leave the old ranges failed: {0}")]
     Wait(#[source] std::io::Error),
 }
@@ -90,6 +99,9 @@ pub struct Layout {
     free: BTreeMap<u32, u32>,
     /// Extents no entry names any more that a reader may still be reading.
     retired: Vec<(u32, u32)>,
+    /// The most ranges a chunk may have: what the programs' fixed number
+    /// of search steps settles.
+    chunk_limit: u32,
 }
 
 impl Layout {
@@ -107,7 +119,19 @@ impl Layout {
             placed: BTreeMap::new(),
             free,
             retired: Vec::new(),
+            chunk_limit: match family {
+                Family::V4 => 1 << SEARCH_STEPS_V4,
+                Family::V6 => MAX_CHUNK_RANGES_V6,
+            },
         }
+    }
+
+    /// The same layout with a lower limit of ranges per chunk, to test the
+    /// refusal without millions of prefixes.
+    #[must_use]
+    pub fn with_chunk_limit(mut self, limit: u32) -> Self {
+        self.chunk_limit = self.chunk_limit.min(limit);
+        self
     }
 
     /// The layout of arrays an earlier agent wrote: entries and the ranges
@@ -185,6 +209,42 @@ impl Layout {
             .partition_point(|&start| start <= address)
             .saturating_sub(1);
         entry.keeps(u32::try_from(position).unwrap_or(u32::MAX))
+    }
+
+    /// The chunks whose entry or ranges in `memory` are not what this
+    /// layout wrote (someone wrote into the arrays), now recorded as
+    /// unknown so that the next publish rewrites them into fresh space.
+    pub fn drifted(&mut self, memory: &impl Memory) -> Vec<u32> {
+        let mut drifted = Vec::new();
+        for chunk in 0..DIRECTORY_SLOTS {
+            let recorded = self.entries[chunk as usize];
+            let found = memory.load_entry(self.family, chunk);
+            let same = if recorded.is_uniform() {
+                found.is_uniform() && found.first_keeps() == recorded.first_keeps()
+            } else {
+                found == recorded
+                    && self.placed.get(&chunk).is_some_and(|starts| {
+                        *starts
+                            == memory.read_starts(
+                                self.family,
+                                chunk,
+                                recorded.base(),
+                                recorded.ranges(),
+                            )
+                    })
+            };
+            if !same {
+                drifted.push(chunk);
+            }
+        }
+        for &chunk in &drifted {
+            let recorded =
+                std::mem::replace(&mut self.entries[chunk as usize], DirectoryEntry(u64::MAX));
+            if self.placed.remove(&chunk).is_some() {
+                self.retired.push((recorded.base(), recorded.ranges()));
+            }
+        }
+        drifted
     }
 
     /// Whether `chunk` holds exactly `ranges`.
@@ -269,6 +329,15 @@ impl Layout {
             DirectoryEntry::uniform(ranges.first_keeps)
         } else {
             let len = u32::try_from(ranges.starts.len()).unwrap_or(u32::MAX);
+            if len > self.chunk_limit {
+                let err = LookupError::TooFine {
+                    family: self.family.name(),
+                    chunk,
+                    ranges: len,
+                    limit: self.chunk_limit,
+                };
+                return Err((report, err));
+            }
             let base = self
                 .allocate(len, memory, &mut report)
                 .map_err(|err| (report, err))?;

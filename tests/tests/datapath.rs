@@ -497,8 +497,9 @@ fn the_default_mark_survives_portmaps_masquerade_rule() {
     }
 }
 /// An entry whose value is no action (written by another tool, or a future
-/// version) is the longest match for its prefix and the classifier treats it
-/// as "masquerade": it must not survive a start or a resync.
+/// version) in the LPM record: the programs decide with the range
+/// directory, so it changes no decision, and it must not survive a start
+/// or a resync, where it would be read back as part of the table.
 #[test]
 #[ignore = "needs root"]
 fn entries_with_an_unknown_action_are_removed_at_start_and_at_resync() {
@@ -516,14 +517,15 @@ fn entries_with_an_unknown_action_are_removed_at_start_and_at_resync() {
         .signal_and_wait(libc::SIGTERM, EXIT_TIMEOUT)
         .expect("agent exits on SIGTERM");
 
-    // Written while the agent is down: it wins the lookup.
+    // Written while the agent is down: in the record, not in what the
+    // programs read.
     lab::agent::write_raw_map_entry(&pin_dir, STRAY, 7);
     assert!(
         lab::agent::dump_maps(&pin_dir)
             .unwrap()
             .contains(&stray_dumped)
     );
-    assert_sees(&lab, pod, EXTERNAL_INSIDE_V4, node);
+    assert_sees(&lab, pod, EXTERNAL_INSIDE_V4, pod.ipv4);
 
     // The restarted agent removes it before it is ready, keeps the known
     // entries (its first reload writes nothing) and names what it removed.
@@ -561,8 +563,9 @@ fn entries_with_an_unknown_action_are_removed_at_start_and_at_resync() {
     assert_sees(&lab, pod, EXTERNAL_INSIDE_V4, pod.ipv4);
     assert_sees(&lab, pod, EXTERNAL_OUTSIDE_V4, node);
 
-    // Written while it runs: gone at the next resync.
+    // Written while it runs: deciding nothing, and gone at the next resync.
     lab::agent::write_raw_map_entry(&pin_dir, STRAY, 7);
+    assert_sees(&lab, pod, EXTERNAL_INSIDE_V4, pod.ipv4);
     assert!(
         wait_until(CHANGE_TIMEOUT, || {
             !lab::agent::dump_maps(&pin_dir)
@@ -594,6 +597,49 @@ fn entries_with_an_unknown_action_are_removed_at_start_and_at_resync() {
         .map(str::to_owned)
         .into_iter()
         .collect()
+    );
+}
+
+/// The programs decide with the range directory: a chunk that someone
+/// overwrites in place (`bpftool map update` on the pinned array) changes
+/// the decisions at once, and the next resync finds it and rewrites it.
+#[test]
+#[ignore = "needs root"]
+fn a_directory_chunk_changed_in_place_is_rewritten_at_resync() {
+    use aya::maps::{Array, Map, MapData};
+    let lab = Lab::new(LabOptions::default());
+    lab.write_config("resyncInterval: 1s\n");
+    let agent = lab.start_agent(&[]);
+    let pod = &lab.pods[0];
+    assert_sees(&lab, pod, EXTERNAL_INSIDE_V4, pod.ipv4);
+    // 172.16.5.5 sits in the /16 chunk 172.16, which 172.16.0.0/12 keeps
+    // whole: one uniform entry. Set it to "masquerade the whole chunk".
+    let pin = lab.bpffs.pin_dir().join(ip_masq_common::MAP_DIRECTORY_V4);
+    let mut directory: Array<MapData, u64> = Array::try_from(Map::Array(
+        MapData::from_pin(&pin).expect("pinned directory"),
+    ))
+    .expect("array");
+    let chunk = (172 << 8) | 16;
+    let kept = directory.get(&chunk, 0).expect("read");
+    assert_eq!(kept, ip_masq_common::DirectoryEntry::uniform(true).0);
+    let masquerading = ip_masq_common::DirectoryEntry::uniform(false).0;
+    directory.set(chunk, masquerading, 0).expect("write");
+    // Seen at once, or put back first by a resync that came right away.
+    let seen = lab.observed_source(pod, ip(EXTERNAL_INSIDE_V4));
+    assert!(
+        seen == ip(NODE_UPLINK_V4) || directory.get(&chunk, 0).expect("read") == kept,
+        "the programs did not read the directory: {seen}"
+    );
+    let state = agent.wait_state("the directory repair", CHANGE_TIMEOUT, |state| {
+        state["repairs"]["mapEntry"] == 1
+    });
+    assert_eq!(directory.get(&chunk, 0).expect("read"), kept, "{state:#}");
+    assert_sees(&lab, pod, EXTERNAL_INSIDE_V4, pod.ipv4);
+    assert_eq!(
+        agent.count_in_log("range directory chunks changed by someone"),
+        1,
+        "{}",
+        agent.log()
     );
 }
 

@@ -1,7 +1,7 @@
 //! The directory against the longest-prefix answer, and the publishing
 //! order against a fake of the kernel arrays that checks every write.
 
-use ip_masq_common::{DIRECTORY_SLOTS, DirectoryEntry, MAX_SEARCH_STEPS};
+use ip_masq_common::{DIRECTORY_SLOTS, DirectoryEntry, SEARCH_STEPS_V4, SEARCH_STEPS_V6};
 
 use super::*;
 
@@ -117,7 +117,11 @@ impl FakeMemory {
             return entry.first_keeps();
         }
         let (mut low, mut remaining) = (0u32, entry.ranges());
-        for _ in 0..MAX_SEARCH_STEPS {
+        let steps = match self.family {
+            Family::V4 => SEARCH_STEPS_V4,
+            Family::V6 => SEARCH_STEPS_V6,
+        };
+        for _ in 0..steps {
             if remaining <= 1 {
                 break;
             }
@@ -397,4 +401,62 @@ fn a_chunk_without_room_keeps_its_old_ranges() {
     );
     assert_eq!(memory.entries[0x0a00], before);
     assert!(layout.decide(0x0a00_0101) && !layout.decide(0x0a00_0301));
+}
+
+#[test]
+fn a_chunk_finer_than_the_search_settles_is_refused() {
+    let family = Family::V6;
+    let mut memory = FakeMemory::new(family, 100);
+    let mut layout = Layout::fresh(family, 100).with_chunk_limit(4);
+    let mut table = FamilyTable::new(family);
+    // Two /64s in one /16: five ranges.
+    table.insert(0x2001_0db8_0000_0001 << 64, 64, true);
+    table.insert(0x2001_0db8_0000_0003 << 64, 64, true);
+    let (_, err) = layout
+        .publish(&table, [0x2001], &mut memory)
+        .expect_err("five ranges over a limit of four");
+    assert!(
+        matches!(
+            err,
+            LookupError::TooFine {
+                ranges: 5,
+                limit: 4,
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(
+        memory.entries[0x2001],
+        DirectoryEntry::default(),
+        "left as it was"
+    );
+}
+
+#[test]
+fn writes_into_the_arrays_by_someone_else_are_found_and_undone() {
+    let family = Family::V4;
+    let mut memory = FakeMemory::new(family, 1_000);
+    let mut layout = Layout::fresh(family, 1_000);
+    let mut table = FamilyTable::new(family);
+    table.insert(0x0a00_0000, 8, true);
+    table.insert(0x0a01_0200, 24, false);
+    layout.publish_all(&table, &mut memory).expect("room");
+    assert!(layout.drifted(&memory).is_empty());
+    // A uniform chunk flipped, and a range start moved.
+    memory.entries[0x0a05] = DirectoryEntry::uniform(false);
+    let entry = memory.entries[0x0a01];
+    memory.starts[entry.base() as usize + 1] = 0x0300;
+    let drifted = layout.drifted(&memory);
+    assert_eq!(drifted, [0x0a01, 0x0a05]);
+    let report = layout.publish(&table, drifted, &mut memory).expect("room");
+    assert_eq!(report.chunks_written, 2);
+    assert!(layout.drifted(&memory).is_empty());
+    for address in [0x0a05_0001, 0x0a01_0201, 0x0a01_0301] {
+        assert_eq!(
+            memory.decide(address),
+            table.longest_match(address),
+            "{address:#x}"
+        );
+    }
 }

@@ -19,6 +19,9 @@ pub(crate) trait Maps: PrefixStore {
     fn read_entries(&self) -> Result<Vec<(IpNet, u8)>, DatapathError>;
     /// Puts back the pins someone removed; returns what it pinned again.
     fn repin_missing(&mut self) -> Result<Vec<Repinned>, DatapathError>;
+    /// Rewrites the range directory's chunks someone changed in place, and
+    /// publishes what is still due; returns how many had changed.
+    fn repair_directory(&mut self) -> Result<usize, ip_masq_lookup::LookupError>;
 }
 
 /// The classifier's tcx links, one per interface, each pinned by ifindex.
@@ -73,6 +76,10 @@ impl Maps for Datapath {
 
     fn repin_missing(&mut self) -> Result<Vec<Repinned>, DatapathError> {
         Datapath::repin_missing(self)
+    }
+
+    fn repair_directory(&mut self) -> Result<usize, ip_masq_lookup::LookupError> {
+        Datapath::repair_directory(self)
     }
 }
 

@@ -139,11 +139,23 @@ impl<K: Maps + Links, R: Rules> Agent<K, R> {
             }
         };
         let found = ReadBack::from_entries(entries);
-        if found.matches(&self.applied) {
-            // A directory chunk that found no room last time is retried.
-            if let Err(err) = self.datapath.publish() {
+        // What the programs read, checked against what the agent wrote;
+        // a chunk that found no room last time is retried too.
+        match self.datapath.repair_directory() {
+            Ok(0) => {}
+            Ok(chunks) => {
+                warn!(
+                    chunks,
+                    "range directory chunks changed by someone; rewritten"
+                );
+                self.shared
+                    .update(|status| status.repairs.map_entry += chunks as u64);
+            }
+            Err(err) => {
                 error!(error = %error_chain(&err), "range directory not fully published; retried at next resync");
             }
+        }
+        if found.matches(&self.applied) {
             return;
         }
         let desired = std::mem::take(&mut self.applied);

@@ -75,6 +75,8 @@ pub struct SyncReport {
     pub published: PublishReport,
     /// Why part of the directory still decides as before, if so.
     pub unpublished: Option<LookupError>,
+    /// How long publishing took, of the whole sync.
+    pub publish_time: std::time::Duration,
 }
 
 impl SyncReport {
@@ -132,10 +134,12 @@ pub fn apply<S: PrefixStore>(
     current.relabel_origins(desired);
     // The programs decide with the directory: it switches, chunk by chunk,
     // from the old table to what the maps hold now.
+    let publishing = std::time::Instant::now();
     match store.publish() {
         Ok(published) => report.published = published,
         Err(err) => report.unpublished = Some(err),
     }
+    report.publish_time = publishing.elapsed();
     Ok(report)
 }
 

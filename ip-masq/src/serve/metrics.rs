@@ -297,7 +297,7 @@ impl Collector for Snapshot {
         counters(
             &mut encoder,
             "repairs",
-            "Interference by someone else that the agent repaired, by kind: chain, jump, link (classifier detached), map_pin, program_pin (pin removed), map_entry (map entry removed or put back).",
+            "Interference by someone else that the agent repaired, by kind: chain, jump, link (classifier detached), map_pin, program_pin (pin removed), map_entry (map entry removed or put back, or a range directory chunk rewritten).",
             &status
                 .repairs
                 .by_kind()

@@ -121,6 +121,11 @@ impl Maps for FakeKernel {
         Ok(self.entries.iter().map(|(p, v)| (*p, *v)).collect())
     }
 
+    fn repair_directory(&mut self) -> Result<usize, ip_masq_lookup::LookupError> {
+        self.published_after.push(self.log.len());
+        Ok(0)
+    }
+
     fn repin_missing(&mut self) -> Result<Vec<Repinned>, DatapathError> {
         if self.repin_fails {
             return Err(refused("NON_MASQ_V4"));

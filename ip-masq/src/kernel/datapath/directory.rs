@@ -185,9 +185,18 @@ impl Directory {
         debug_assert_eq!(mapped.v6.ranges.word_count(), v6_slots as usize * 2);
         let mut families = [Family::V4, Family::V6].map(|family| FamilyTable::new(family));
         for (prefix, value) in entries {
+            // A value that is no action was written by another tool; the
+            // agent removes it from the record at start, and it decides
+            // nothing meanwhile.
+            let Some(action) = Action::from_value(*value) else {
+                continue;
+            };
             let (family, network, len) = family_of(prefix);
-            let keeps = Action::from_value(*value) == Some(Action::KeepSource);
-            families[usize::from(family == Family::V6)].insert(network, len, keeps);
+            families[usize::from(family == Family::V6)].insert(
+                network,
+                len,
+                action == Action::KeepSource,
+            );
         }
         let [table_v4, table_v6] = families;
         let mut report = PublishReport::default();
@@ -271,6 +280,26 @@ impl Directory {
             None => Ok(report),
             Some(err) => Err(err),
         }
+    }
+
+    /// Finds chunks someone changed in the arrays behind the agent's back
+    /// and rewrites them; returns how many there were.
+    ///
+    /// # Errors
+    /// A chunk that could not be rewritten; it is tried again at the next
+    /// publish.
+    pub(crate) fn repair(&mut self) -> Result<usize, LookupError> {
+        let mut found = 0;
+        for family in [Family::V4, Family::V6] {
+            let drifted = match family {
+                Family::V4 => self.v4.layout.drifted(&self.mapped),
+                Family::V6 => self.v6.layout.drifted(&self.mapped),
+            };
+            found += drifted.len();
+            self.family(family).dirty.extend(drifted);
+        }
+        self.publish()?;
+        Ok(found)
     }
 
     /// The directory's maps by name, for re-pinning.

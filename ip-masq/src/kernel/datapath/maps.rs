@@ -123,3 +123,50 @@ pub(super) fn read_entries(
     }
     Ok(entries)
 }
+
+/// Kernel memory charged to one pinned map.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MapMemory {
+    pub name: &'static str,
+    /// The kernel's `memlock` figure for the map (what `bpftool map show`
+    /// prints): its allocation, whether or not the entries are used.
+    pub bytes: u64,
+}
+
+/// The memory of every map the agent pins under `pin_dir`, from each
+/// map's `/proc/self/fdinfo` entry.
+///
+/// # Errors
+/// Fails when a map is not pinned or its fdinfo cannot be read.
+pub fn pinned_map_memory(pin_dir: &Path) -> Result<Vec<MapMemory>, DatapathError> {
+    use std::os::fd::{AsFd as _, AsRawFd as _};
+    let names = [
+        MAP_NON_MASQ_V4,
+        MAP_NON_MASQ_V6,
+        ip_masq_common::MAP_DIRECTORY_V4,
+        ip_masq_common::MAP_RANGES_V4,
+        ip_masq_common::MAP_DIRECTORY_V6,
+        ip_masq_common::MAP_RANGES_V6,
+        ip_masq_common::MAP_STATS,
+        ip_masq_common::MAP_XT_BPF_STATS,
+    ];
+    names
+        .into_iter()
+        .map(|name| {
+            let map = MapData::from_pin(pin_dir.join(name))?;
+            let fd = map.fd().as_fd().as_raw_fd();
+            let path = format!("/proc/self/fdinfo/{fd}");
+            let text =
+                std::fs::read_to_string(&path).map_err(|source| DatapathError::PinLookup {
+                    path: path.clone().into(),
+                    source,
+                })?;
+            let bytes = text
+                .lines()
+                .find_map(|line| line.strip_prefix("memlock:"))
+                .and_then(|value| value.trim().parse().ok())
+                .unwrap_or(0);
+            Ok(MapMemory { name, bytes })
+        })
+        .collect()
+}

@@ -49,6 +49,7 @@ pub use stats::{ConnectionStats, PacketStats};
 
 pub(crate) use links::{link_pin_path, pinned_ifindexes};
 pub(crate) use maps::read_pinned_entries;
+pub use maps::{MapMemory, pinned_map_memory};
 pub(crate) use pins::{Repinned, prepare_pin_dir};
 pub(crate) use stats::{read_connection_stats, read_stats};
 pub(crate) use tcx::tcx_ingress_ids;
@@ -205,6 +206,15 @@ impl Datapath {
     /// adopted from an earlier run that held the same table.
     pub fn adopted(&self) -> PublishReport {
         self.adopted
+    }
+
+    /// Rewrites the directory's chunks someone changed in the arrays, and
+    /// publishes what is still due; returns how many had changed.
+    ///
+    /// # Errors
+    /// A chunk that could not be rewritten.
+    pub fn repair_directory(&mut self) -> Result<usize, LookupError> {
+        self.directory.repair()
     }
 
     /// Range slots in use and held by each family's array.
