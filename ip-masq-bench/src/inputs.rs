@@ -57,11 +57,13 @@ pub(super) fn check_sizes(sizes: &[usize], v4: usize, v6: usize) -> Result<(), B
     Ok(())
 }
 
-/// Map capacity for `largest` entries: the agent's default unless more is
-/// needed, as `--max-cidrs` would be raised.
+/// Map capacity for `largest` entries and the one-entry changes on top:
+/// the agent's default unless more is needed, as `--max-cidrs` would be
+/// raised (with the same headroom as the flow benchmark's agent).
 pub(super) fn map_capacity(largest: usize) -> u32 {
     u32::try_from(largest)
         .unwrap_or(u32::MAX)
+        .saturating_add(1024)
         .max(DEFAULT_MAP_CAPACITY)
 }
 
@@ -161,6 +163,6 @@ mod tests {
     fn capacity_grows_past_the_default_only_when_needed() {
         assert_eq!(map_capacity(0), DEFAULT_MAP_CAPACITY);
         assert_eq!(map_capacity(64), DEFAULT_MAP_CAPACITY);
-        assert_eq!(map_capacity(100_000), 100_000);
+        assert_eq!(map_capacity(100_000), 101_024);
     }
 }

@@ -33,6 +33,9 @@ pub struct OneEntryChange {
     pub change: String,
     /// The whole sync: the LPM record's write and the directory's publish.
     pub sync_us: f64,
+    /// The record's writes alone.
+    #[serde(default)]
+    pub write_us: f64,
     /// The directory's publish alone.
     pub publish_us: f64,
     pub chunks_written: usize,
@@ -63,6 +66,9 @@ pub struct SizeReport {
     /// agent's sync took for them.
     pub fill_entries: usize,
     pub fill_ms: f64,
+    /// Of `fill_ms`, the LPM record's writes.
+    #[serde(default)]
+    pub write_ms: f64,
     /// Of `fill_ms`, the range directory's build and write.
     #[serde(default)]
     pub publish_ms: f64,
@@ -78,6 +84,10 @@ pub struct SizeReport {
     /// The socket filter that returns at once, on the IPv4 miss frame.
     #[serde(default)]
     pub noop_filter: Option<CaseTiming>,
+    /// The socket filter that only reads the destination (one helper
+    /// call) and returns: the floor of any filter that reads the packet.
+    #[serde(default)]
+    pub load_filter: Option<CaseTiming>,
     /// The classifier on a TCP segment of an established connection (ACK)
     /// to the hit destination.
     #[serde(default)]

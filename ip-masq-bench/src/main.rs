@@ -23,9 +23,9 @@ use aya::{
 use clap::Parser;
 use ip_masq_common::{
     Action, DEFAULT_KEEP_SOURCE_MARK, MAP_DIRECTORY_V4, MAP_DIRECTORY_V6, MAP_NON_MASQ_V4,
-    MAP_NON_MASQ_V6, MAP_RANGES_V4, MAP_RANGES_V6, MAP_STATS, MAP_XT_BPF_STATS, PROGRAM_BENCH_NOOP,
-    PROGRAM_BENCH_NOOP_FILTER, PROGRAM_XT_BPF_V4, range_capacity_v4, range_capacity_v6,
-    range_words_v4,
+    MAP_NON_MASQ_V6, MAP_RANGES_V4, MAP_RANGES_V6, MAP_STATS, MAP_XT_BPF_STATS,
+    PROGRAM_BENCH_LOAD_FILTER, PROGRAM_BENCH_NOOP, PROGRAM_BENCH_NOOP_FILTER, PROGRAM_XT_BPF_V4,
+    range_capacity_v4, range_capacity_v6, range_words_v4,
 };
 use ipnet::IpNet;
 use thiserror::Error;
@@ -256,6 +256,13 @@ fn measure(args: &BenchDatapathArgs) -> Result<Report, BenchError> {
             args,
             IpAddr::V4(args.miss),
         )?);
+        let load_filter = Some(best_of(
+            extra.filter(PROGRAM_BENCH_LOAD_FILTER)?,
+            "load-filter",
+            &miss_frame,
+            args,
+            IpAddr::V4(args.miss),
+        )?);
         let established_v4 = match hit_v4 {
             Some(hit) => {
                 let frame =
@@ -282,8 +289,10 @@ fn measure(args: &BenchDatapathArgs) -> Result<Report, BenchError> {
             cidrs: size,
             fill_entries: report.added + report.removed,
             fill_ms: fill.as_secs_f64() * 1000.0,
+            write_ms: report.write_time.as_secs_f64() * 1000.0,
             publish_ms: report.publish_time.as_secs_f64() * 1000.0,
             noop_filter,
+            load_filter,
             established_v4,
             dense_hit_v4,
             dense_ranges_v4,
@@ -357,6 +366,7 @@ fn time_one_entry_changes(
                 cidrs,
                 change: change.to_owned(),
                 sync_us: elapsed.as_secs_f64() * 1e6,
+                write_us: report.write_time.as_secs_f64() * 1e6,
                 publish_us: report.publish_time.as_secs_f64() * 1e6,
                 chunks_written: report.published.chunks_written,
             });
@@ -440,12 +450,14 @@ fn load_extra_programs(
         .try_into()
         .map_err(program_error("noop"))?;
     noop.load().map_err(program_error("noop"))?;
-    let noop_filter: &mut SocketFilter = ebpf
-        .program_mut(PROGRAM_BENCH_NOOP_FILTER)
-        .ok_or(BenchError::Missing(PROGRAM_BENCH_NOOP_FILTER))?
-        .try_into()
-        .map_err(program_error("noop-filter"))?;
-    noop_filter.load().map_err(program_error("noop-filter"))?;
+    for name in [PROGRAM_BENCH_NOOP_FILTER, PROGRAM_BENCH_LOAD_FILTER] {
+        let filter: &mut SocketFilter = ebpf
+            .program_mut(name)
+            .ok_or(BenchError::Missing(name))?
+            .try_into()
+            .map_err(program_error("baseline filter"))?;
+        filter.load().map_err(program_error("baseline filter"))?;
+    }
     if let Some(program) = ebpf.program_mut(PROGRAM_XT_BPF_V4) {
         let filter: &mut SocketFilter = program.try_into().map_err(program_error("xt-bpf"))?;
         filter.load().map_err(program_error("xt-bpf"))?;
@@ -466,12 +478,16 @@ impl ExtraPrograms {
     }
 
     fn noop_filter(&self) -> Result<&SocketFilter, BenchError> {
+        self.filter(PROGRAM_BENCH_NOOP_FILTER)
+    }
+
+    fn filter(&self, name: &'static str) -> Result<&SocketFilter, BenchError> {
         self.ebpf
-            .program(PROGRAM_BENCH_NOOP_FILTER)
-            .ok_or(BenchError::Missing(PROGRAM_BENCH_NOOP_FILTER))?
+            .program(name)
+            .ok_or(BenchError::Missing(name))?
             .try_into()
             .map_err(|source| BenchError::Program {
-                case: "noop-filter",
+                case: "baseline filter",
                 source: Box::new(source),
             })
     }

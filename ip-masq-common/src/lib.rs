@@ -42,6 +42,9 @@ pub const PROGRAM_BENCH_NOOP: &str = "ip_masq_noop";
 /// Name of a socket filter that returns at once: the benchmark's baseline
 /// for the xt_bpf filters.
 pub const PROGRAM_BENCH_NOOP_FILTER: &str = "ip_masq_noop_sf";
+/// Name of a socket filter that only reads the destination: the floor of
+/// any filter that looks at the packet, for the benchmark.
+pub const PROGRAM_BENCH_LOAD_FILTER: &str = "ip_masq_load_sf";
 
 /// Name of the IPv4 socket filter run by the iptables `bpf` match (xt_bpf).
 /// Kernel program names hold at most 15 characters.
@@ -248,6 +251,7 @@ const _: () = assert!(
     PROGRAM_CLASSIFIER.len() <= 15
         && PROGRAM_BENCH_NOOP.len() <= 15
         && PROGRAM_BENCH_NOOP_FILTER.len() <= 15
+        && PROGRAM_BENCH_LOAD_FILTER.len() <= 15
 );
 const _: () = assert!(PROGRAM_XT_BPF_V4.len() <= 15 && PROGRAM_XT_BPF_V6.len() <= 15);
 // Map names are cut at 15 characters too, and the pins are named after them.

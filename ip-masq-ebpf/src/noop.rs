@@ -18,3 +18,14 @@ pub fn ip_masq_noop(_ctx: TcContext) -> i32 {
 pub fn ip_masq_noop_sf(_ctx: SkBuffContext) -> i64 {
     0
 }
+
+/// A socket filter that reads the IPv4 destination as the xt_bpf filter
+/// does (one `bpf_skb_load_bytes`: socket filters have no direct packet
+/// access) and returns: the floor of any filter that looks at the packet.
+#[socket_filter]
+pub fn ip_masq_load_sf(ctx: SkBuffContext) -> i64 {
+    match ctx.load::<[u8; 4]>(16) {
+        Ok(destination) => i64::from(destination[0] == 0xFF),
+        Err(_) => 0,
+    }
+}

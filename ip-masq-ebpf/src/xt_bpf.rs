@@ -27,6 +27,8 @@ static XT_BPF_STATS: PerCpuArray<StatCounter, { XT_STAT_SLOTS as usize }> = PerC
 
 /// Offset of the destination address in the IPv4 header.
 const IPV4_DST_OFFSET: usize = 16;
+const ETH_P_IPV4: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86DD;
 /// Offset of the destination address in the IPv6 header.
 const IPV6_DST_OFFSET: usize = 24;
 
@@ -45,29 +47,31 @@ pub fn ip_masq_xt_v6(ctx: SkBuffContext) -> i64 {
 #[inline(always)]
 fn try_v4(ctx: &SkBuffContext) -> Result<bool, ()> {
     // The rule sits in an iptables (not ip6tables) chain, so the packet is
-    // IPv4; checking the version nibble costs one load and means a
-    // misplaced rule can only ever fall through to MASQUERADE.
-    if version(ctx)? != 4 {
+    // IPv4; checking `skb->protocol` (a context field, no packet read)
+    // means a misplaced rule can only ever fall through to MASQUERADE.
+    if protocol(ctx) != ETH_P_IPV4 {
         return Ok(false);
     }
+    // One `bpf_skb_load_bytes`: a socket filter has no direct packet
+    // access, and each helper call costs more than the lookup itself.
     let destination: [u8; 4] = ctx.load(IPV4_DST_OFFSET).map_err(|_| ())?;
     Ok(keeps_source_v4(destination))
 }
 
 #[inline(always)]
 fn try_v6(ctx: &SkBuffContext) -> Result<bool, ()> {
-    if version(ctx)? != 6 {
+    if protocol(ctx) != ETH_P_IPV6 {
         return Ok(false);
     }
     let destination: [u8; 16] = ctx.load(IPV6_DST_OFFSET).map_err(|_| ())?;
     Ok(keeps_source_v6(destination))
 }
 
-/// The IP version nibble of the first header byte.
+/// `skb->protocol`, the packet's EtherType in host order.
 #[inline(always)]
-fn version(ctx: &SkBuffContext) -> Result<u8, ()> {
-    let first: u8 = ctx.load(0).map_err(|_| ())?;
-    Ok(first >> 4)
+fn protocol(ctx: &SkBuffContext) -> u16 {
+    // SAFETY: the context is the kernel's __sk_buff for this run.
+    u16::from_be(unsafe { (*ctx.skb.skb).protocol } as u16)
 }
 
 /// A packet too short to parse is not ours to judge: no match, so the

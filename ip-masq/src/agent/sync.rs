@@ -75,6 +75,8 @@ pub struct SyncReport {
     pub published: PublishReport,
     /// Why part of the directory still decides as before, if so.
     pub unpublished: Option<LookupError>,
+    /// How long the record's writes took, of the whole sync.
+    pub write_time: std::time::Duration,
     /// How long publishing took, of the whole sync.
     pub publish_time: std::time::Duration,
 }
@@ -103,6 +105,7 @@ pub fn apply<S: PrefixStore>(
     let diff = current.diff(desired);
     let early = removals_to_make_room(store, current, desired, &diff)?;
     let mut report = SyncReport::default();
+    let writing = std::time::Instant::now();
 
     remove_stale(store, current, &early, &mut report);
     // The diff is in prefix order, which puts a prefix before the prefixes
@@ -131,6 +134,7 @@ pub fn apply<S: PrefixStore>(
             .collect()
     };
     remove_stale(store, current, &rest, &mut report);
+    report.write_time = writing.elapsed();
     current.relabel_origins(desired);
     // The programs decide with the directory: it switches, chunk by chunk,
     // from the old table to what the maps hold now.

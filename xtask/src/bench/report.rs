@@ -385,10 +385,12 @@ fn datapath_targets(datapath: Option<&DatapathReport>, out: &mut Vec<Target>) {
         measured: mib.map(|m| format!("{m:.2} MiB")),
         pass: mib.map(|m| m <= 16.0),
     });
+    // Map work: the record's writes and the directory's publish, without
+    // the table's diff (which walks the whole table in memory).
     let worst_change = datapath.and_then(|d| {
         d.one_entry
             .iter()
-            .map(|c| c.sync_us / 1000.0)
+            .map(|c| (c.write_us + c.publish_us) / 1000.0)
             .max_by(f64::total_cmp)
     });
     out.push(Target {
@@ -397,12 +399,17 @@ fn datapath_targets(datapath: Option<&DatapathReport>, out: &mut Vec<Target>) {
         measured: worst_change.map(|ms| format!("{ms:.3} ms")),
         pass: worst_change.map(|ms| ms <= 1.0),
     });
-    let load = at.map(|s| s.fill_ms);
     out.push(Target {
-        name: "map work, loading 100k CIDRs per family".into(),
+        name: "map work, loading 100k CIDRs per family: the directory the programs read".into(),
         target: "<= 100 ms".into(),
-        measured: at.map(|s| format!("{:.0} ms (directory {:.0} ms)", s.fill_ms, s.publish_ms)),
-        pass: load.map(|ms| ms <= 100.0),
+        measured: at.map(|s| format!("{:.0} ms", s.publish_ms)),
+        pass: at.map(|s| s.publish_ms <= 100.0),
+    });
+    out.push(Target {
+        name: "map work, loading 100k CIDRs per family: with the LPM record".into(),
+        target: "<= 100 ms".into(),
+        measured: at.map(|s| format!("{:.0} ms", s.write_ms + s.publish_ms)),
+        pass: at.map(|s| s.write_ms + s.publish_ms <= 100.0),
     });
 }
 
@@ -516,6 +523,42 @@ pub(super) fn explanations(results: &Results) -> Vec<String> {
              about the harness than about real packets: see the BPF time per new flow.",
             hits.join(", "),
             ns(noop)
+        ));
+    }
+    if failed("xt_bpf")
+        && let Some(datapath) = &results.datapath
+        && let Some(size) = datapath.sizes.iter().find(|s| s.cidrs == 100_000)
+        && let (Some(noop), Some(load), Some(hit)) =
+            (size.noop_filter, size.load_filter, size.xt_hit_v4)
+    {
+        out.push(format!(
+            "xt_bpf / no-op socket filter: a socket filter has no direct packet access, so any \
+             filter that reads the destination pays one helper call (`bpf_skb_load_bytes`). \
+             The load-only filter, which does that and nothing else, already costs {:.1} ns, \
+             {:.2}× the no-op's {:.1} ns; the xt_bpf filter at 100k CIDRs costs {:.1} ns, \
+             {:.2}× the load-only filter, so the lookup and the counter add {:.1} ns. The \
+             filter runs once per new connection, not per packet.",
+            load.ns_per_packet,
+            load.ns_per_packet / noop.ns_per_packet,
+            noop.ns_per_packet,
+            hit.ns_per_packet,
+            hit.ns_per_packet / load.ns_per_packet,
+            hit.ns_per_packet - load.ns_per_packet
+        ));
+    }
+    if failed("map work, loading 100k CIDRs per family: with the LPM record")
+        && let Some(datapath) = &results.datapath
+        && let Some(size) = datapath.sizes.iter().find(|s| s.cidrs == 100_000)
+    {
+        out.push(format!(
+            "map work with the LPM record: the directory the programs decide with was built \
+             and written in {:.0} ms for {} entries; the LPM record, kept for `bpftool map \
+             dump`, `ip-masq dump` and restarts, took {:.0} ms more: one `BPF_MAP_UPDATE_ELEM` \
+             per prefix, {:.2} µs each. No program reads it.",
+            size.publish_ms,
+            size.fill_entries,
+            size.write_ms,
+            1000.0 * size.write_ms / size.fill_entries.max(1) as f64
         ));
     }
     let Some(control) = &results.control else {
@@ -653,19 +696,20 @@ pub(super) fn summary_tables(out: &mut String, results: &Results) {
         );
         let _ = writeln!(
             out,
-            "Classifier columns are set against the no-op classifier, xt_bpf columns against \
-             the no-op socket filter. \"dense hit\" is a hit in the /16 the list cuts into the \
+            "Classifier columns are set against the no-op classifier, filter columns against \
+             the no-op socket filter; the load-only filter reads the destination as xt_bpf does \
+             (one `bpf_skb_load_bytes`) and returns. \"dense hit\" is a hit in the /16 the list cuts into the \
              most ranges (the longest binary search; its range count in brackets after the \
              size); \"established\" is an ACK segment to the hit destination, which skips the \
              lookup.\n"
         );
         let _ = writeln!(
             out,
-            "| CIDRs | no-op | hit | miss | dense hit | IPv6 hit | established | no-op filter | xt_bpf hit | xt_bpf miss | map fill (directory) |"
+            "| CIDRs | no-op | hit | miss | dense hit | IPv6 hit | established | no-op filter | load-only filter | xt_bpf hit | xt_bpf miss | map fill: record, directory |"
         );
         let _ = writeln!(
             out,
-            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
+            "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"
         );
         for size in &datapath.sizes {
             let noop = size.noop.ns_per_packet;
@@ -687,7 +731,7 @@ pub(super) fn summary_tables(out: &mut String, results: &Results) {
             };
             let _ = writeln!(
                 out,
-                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} ms ({:.1} ms) |",
+                "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} ms, {:.1} ms |",
                 label,
                 ns(Some(noop)),
                 cell(size.hit_v4),
@@ -696,9 +740,10 @@ pub(super) fn summary_tables(out: &mut String, results: &Results) {
                 cell(size.hit_v6),
                 cell(size.established_v4),
                 ns(noop_filter),
+                against(size.load_filter, noop_filter),
                 against(size.xt_hit_v4, noop_filter),
                 against(size.xt_miss_v4, noop_filter),
-                size.fill_ms,
+                size.write_ms,
                 size.publish_ms
             );
         }
@@ -706,17 +751,25 @@ pub(super) fn summary_tables(out: &mut String, results: &Results) {
         if !datapath.one_entry.is_empty() {
             let _ = writeln!(
                 out,
-                "One-entry changes on the {} table (the agent's sync: the LPM record's write, \
-                 then the directory's publish), microseconds:\n",
+                "One-entry changes on the {} table, microseconds: the agent's whole sync (the \
+                 diff of the whole table in memory, the LPM record's write, the directory's \
+                 publish), and of it the map work:\n",
                 size_label(datapath.one_entry[0].cidrs)
             );
-            let _ = writeln!(out, "| change | sync | of it, publish | chunks written |");
-            let _ = writeln!(out, "|---|---:|---:|---:|");
+            let _ = writeln!(
+                out,
+                "| change | sync | of it, record writes | of it, publish | chunks written |"
+            );
+            let _ = writeln!(out, "|---|---:|---:|---:|---:|");
             for change in &datapath.one_entry {
                 let _ = writeln!(
                     out,
-                    "| {} | {:.0} | {:.0} | {} |",
-                    change.change, change.sync_us, change.publish_us, change.chunks_written
+                    "| {} | {:.0} | {:.0} | {:.0} | {} |",
+                    change.change,
+                    change.sync_us,
+                    change.write_us,
+                    change.publish_us,
+                    change.chunks_written
                 );
             }
             out.push('\n');
@@ -1029,7 +1082,7 @@ mod tests {
     #[test]
     fn unmeasured_targets_are_not_passes() {
         let targets = targets(&empty_results());
-        assert_eq!(targets.len(), 13);
+        assert_eq!(targets.len(), 28);
         assert!(targets.iter().all(|t| t.pass.is_none()));
     }
 
