@@ -186,7 +186,7 @@ impl FamilyTable {
             if ranges.starts.is_empty() {
                 ranges.first_keeps = keeps;
                 ranges.starts.push(start);
-            } else if (ranges.first_keeps ^ (ranges.starts.len() % 2 == 0)) != keeps {
+            } else if (ranges.first_keeps ^ ranges.starts.len().is_multiple_of(2)) != keeps {
                 ranges.starts.push(start);
             }
         };

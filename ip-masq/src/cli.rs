@@ -170,11 +170,12 @@ pub struct RunArgs {
           value_parser = parse_pin_path)]
     pub pin_path: PathBuf,
 
-    /// Who judges pod traffic: `tc` marks it with a classifier on every pod
-    /// interface; `xt-bpf` runs the lookup in the nat chain (first packet of
-    /// a connection only) and attaches nothing to interfaces. Traffic the
-    /// node sends itself is judged by xt_bpf in both.
-    #[arg(long, value_enum, value_name = "MODE", default_value_t = DatapathMode::Tc)]
+    /// Who judges pod traffic: `xt-bpf` runs the lookup in the nat chain
+    /// (first packet of a connection only) and attaches nothing to
+    /// interfaces; `tc` also marks it with a classifier on every pod
+    /// interface (Linux 6.6+). Traffic the node sends itself is judged by
+    /// xt_bpf in both.
+    #[arg(long, value_enum, value_name = "MODE", default_value_t = DatapathMode::XtBpf)]
     pub datapath: DatapathMode,
 
     /// Add --random-fully to MASQUERADE (ignored when iptables is older than 1.6.2).
@@ -475,7 +476,7 @@ mod tests {
     }
 
     #[test]
-    fn datapath_defaults_to_tc_and_takes_xt_bpf() {
+    fn datapath_defaults_to_xt_bpf_and_takes_tc() {
         let parse = |args: &[&str]| {
             let cli = Cli::try_parse_from(["ip-masq", "run"].iter().chain(args)).unwrap();
             let Command::Run(run) = cli.command else {
@@ -483,7 +484,7 @@ mod tests {
             };
             run.datapath
         };
-        assert_eq!(parse(&[]), DatapathMode::Tc);
+        assert_eq!(parse(&[]), DatapathMode::XtBpf);
         assert_eq!(parse(&["--datapath", "tc"]), DatapathMode::Tc);
         assert_eq!(parse(&["--datapath=xt-bpf"]), DatapathMode::XtBpf);
         assert!(Cli::try_parse_from(["ip-masq", "run", "--datapath", "xdp"]).is_err());

@@ -104,9 +104,9 @@ pub struct RoutedLabOptions {
 
 impl RoutedLabOptions {
     /// Two nodes, with two pods and one pod; the agent runs with its
-    /// defaults (tc datapath, every veth). Connections the enterprise host
-    /// opens into pods enter on the uplink, which carries no classifier:
-    /// the chain's xt_bpf rule decides them by destination.
+    /// defaults (the xt-bpf datapath). Connections the enterprise host
+    /// opens into pods are decided by the chain's xt_bpf rule by
+    /// destination, as pod traffic is.
     pub fn new(protocol: Protocol) -> Self {
         Self {
             protocol,

@@ -287,8 +287,28 @@ impl Lab {
     }
 
     /// The agent command for this lab: config, private pin path and state
-    /// directory, extra args.
+    /// directory, `--datapath tc` unless `extra` names a datapath, extra
+    /// args.
+    ///
+    /// The lab runs tc mode by default because tc exercises both deciders:
+    /// the classifier for pod traffic and the chain's xt_bpf rule for the
+    /// rest, on the same directory. The agent's own default, xt-bpf, has
+    /// its tests in `tests/tests/xt_bpf.rs`, which name it or leave the
+    /// flag out through [`Lab::agent_with_defaults`].
     pub fn agent(&self, extra: &[&str]) -> AgentBuilder {
+        let names_datapath = extra.iter().any(|arg| arg.starts_with("--datapath"));
+        let mut args: Vec<&str> = if names_datapath {
+            Vec::new()
+        } else {
+            vec!["--datapath", "tc"]
+        };
+        args.extend_from_slice(extra);
+        self.agent_with_defaults(&args)
+    }
+
+    /// [`Lab::agent`] without the lab's choice of datapath: the agent's
+    /// own default applies unless `extra` names one.
+    pub fn agent_with_defaults(&self, extra: &[&str]) -> AgentBuilder {
         let config = self.config_path();
         let pin_dir = self.bpffs.pin_dir();
         let state_dir = self.state_dir();

@@ -65,10 +65,12 @@ fn masq_target() -> SocketAddr {
 /// Which kustomization is installed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Variant {
-    /// `deploy/`: privileged.
+    /// `deploy/`: privileged, the default datapath (xt-bpf).
     Default,
     /// `deploy/least-privilege/`.
     LeastPrivilege,
+    /// `deploy/tc/`: the TC classifier on every pod interface.
+    Tc,
 }
 
 impl Variant {
@@ -76,7 +78,13 @@ impl Variant {
         match self {
             Self::Default => deploy(""),
             Self::LeastPrivilege => deploy("least-privilege"),
+            Self::Tc => deploy("tc"),
         }
+    }
+
+    /// Whether the agent attaches the classifier (`--datapath tc`).
+    fn classifies(self) -> bool {
+        self == Self::Tc
     }
 }
 
@@ -542,7 +550,8 @@ fn configmap_changes_reach_the_agent_through_the_kubelet(suite: &mut Suite, vari
 }
 
 /// 3.4: `kubectl rollout restart` under a new flow every 20 ms per host:
-/// no wrong source, no failed connection, the same tcx links.
+/// no wrong source, no failed connection, and in tc mode the same tcx
+/// links (in xt-bpf mode, none at all).
 fn rollout_restart_under_continuous_flows(suite: &mut Suite, variant: Variant) {
     suite.install(variant);
     let links = |suite: &Suite| -> BTreeSet<u64> {
@@ -560,7 +569,7 @@ fn rollout_restart_under_continuous_flows(suite: &mut Suite, variant: Variant) {
     // for its first report.
     std::thread::sleep(Duration::from_millis(1500));
     let before = links(suite);
-    assert!(!before.is_empty());
+    assert_eq!(!before.is_empty(), variant.classifies(), "{before:?}");
     let old_pod = suite.agent_pod();
     let restart_at = SystemTime::now();
     suite
@@ -1334,6 +1343,7 @@ fn manifests_pass_the_1_20_api_servers_validation(suite: &mut Suite) {
     for (flag, path) in [
         ("-k", deploy("")),
         ("-k", deploy("least-privilege")),
+        ("-k", deploy("tc")),
         ("-f", deploy("cleanup.yaml")),
     ] {
         let output = suite
@@ -1373,7 +1383,7 @@ type CaseFn = Box<dyn Fn(&mut Suite)>;
 type VariantCase = fn(&mut Suite, Variant);
 
 /// The cases that run once for each variant, in order, named
-/// `default::NAME` and `least_privilege::NAME`.
+/// `default::NAME`, `least_privilege::NAME` and `tc::NAME`.
 const PER_VARIANT: [(&str, VariantCase); 6] = [
     (
         "daemonset_becomes_ready_through_its_probes",
@@ -1431,6 +1441,11 @@ fn cases() -> Vec<(String, CaseFn)> {
     cases.push(single(
         "least_privilege::uninstall_from_the_pod_network_then_as_the_readme_says",
         Box::new(|s| uninstall_leaves_nothing(s, Variant::LeastPrivilege, true)),
+    ));
+    cases.extend(per_variant("tc", Variant::Tc));
+    cases.push(single(
+        "tc::uninstall_leaves_nothing",
+        Box::new(|s| uninstall_leaves_nothing(s, Variant::Tc, false)),
     ));
     cases.push(single(
         "migration_from_ip_masq_agent_under_traffic",

@@ -73,7 +73,7 @@ fn manifests() -> Vec<PathBuf> {
 }
 
 /// The kustomizations a user applies with `kubectl apply -k`.
-const KUSTOMIZATIONS: [&str; 3] = [".", "least-privilege", "merged-configs"];
+const KUSTOMIZATIONS: [&str; 4] = [".", "least-privilege", "merged-configs", "tc"];
 
 /// kubectl 1.20, the node's, which `cargo xtask k8s build` builds.
 fn kubectl() -> PathBuf {

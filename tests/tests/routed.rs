@@ -185,14 +185,14 @@ fn ospf_routed_pod_network() {
     routed_scenario(&RoutedLabOptions::new(Protocol::Ospf));
 }
 
-/// The xt-bpf datapath decides in the nat chain, whatever interface a
-/// connection came in on, so routed nodes need no `--interfaces` list:
-/// the enterprise host's connections into pods keep its address too.
+/// The tc datapath too: the classifier marks pod traffic at the pod
+/// interfaces, and the enterprise host's connections into pods, which
+/// enter on the uplink, are decided by the chain's xt_bpf rule.
 #[test]
 #[ignore = "needs root"]
-fn bgp_routed_pod_network_with_xt_bpf_datapath() {
+fn bgp_routed_pod_network_with_tc_datapath() {
     routed_scenario(&RoutedLabOptions {
-        agent_args: vec!["--datapath".into(), "xt-bpf".into()],
+        agent_args: vec!["--datapath".into(), "tc".into()],
         ..RoutedLabOptions::new(Protocol::Bgp)
     });
 }

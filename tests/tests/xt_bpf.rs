@@ -212,9 +212,11 @@ fn tc_mode_node_traffic_from_a_secondary_address() {
 
 #[test]
 #[ignore = "needs root"]
-fn xt_bpf_mode_node_and_pod_traffic_without_any_tc_program() {
+fn the_default_xt_bpf_mode_decides_node_and_pod_traffic_without_any_tc_program() {
     let lab = lab_with_secondary_addresses();
-    let _agent = lab.start_agent(&["--enable-ipv6", "--datapath", "xt-bpf"]);
+    // No --datapath: the agent's default.
+    let agent = lab.agent_with_defaults(&["--enable-ipv6"]).spawn();
+    agent.wait_ready();
     let pin_dir = lab.bpffs.pin_dir();
     for (program, pin) in [("iptables", "xt_bpf_v4"), ("ip6tables", "xt_bpf_v6")] {
         let rules = chain_rules(&lab, program);

@@ -86,6 +86,9 @@ fn probes(table: &FamilyTable, rng: &mut Rng) -> Vec<u128> {
     out
 }
 
+/// A check run after every entry store, on the arrays as readers see them.
+type StoreCheck = Box<dyn FnMut(&FakeMemory)>;
+
 /// The kernel arrays, checking each write against what readers may hold.
 struct FakeMemory {
     family: Family,
@@ -95,7 +98,7 @@ struct FakeMemory {
     guarded: Vec<(u32, u32)>,
     waits: usize,
     /// Called after every entry store, with the arrays as readers see them.
-    after_store: Option<Box<dyn FnMut(&FakeMemory)>>,
+    after_store: Option<StoreCheck>,
 }
 
 impl FakeMemory {

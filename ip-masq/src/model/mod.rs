@@ -35,10 +35,11 @@ pub enum DatapathMode {
     /// A TC classifier on every pod interface marks pod traffic per packet;
     /// the xt_bpf match judges the first packet of what it did not mark
     /// (the node's own traffic, connections from outside into pods).
-    #[default]
     Tc,
     /// The xt_bpf match judges all traffic in the nat chain, which sees only
-    /// a connection's first packet. No TC program, no interface tracking.
+    /// a connection's first packet. No TC program, no interface tracking,
+    /// no mark. The default: see the README, "Choosing the datapath".
+    #[default]
     XtBpf,
 }
 
@@ -83,7 +84,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tc_is_the_default_mode() {
-        assert_eq!(DatapathMode::default(), DatapathMode::Tc);
+    fn xt_bpf_is_the_default_mode() {
+        assert_eq!(DatapathMode::default(), DatapathMode::XtBpf);
     }
 }

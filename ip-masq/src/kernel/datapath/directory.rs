@@ -183,7 +183,7 @@ impl Directory {
             fence: ReaderFence::new().map_err(DatapathError::Directory)?,
         };
         debug_assert_eq!(mapped.v6.ranges.word_count(), v6_slots as usize * 2);
-        let mut families = [Family::V4, Family::V6].map(|family| FamilyTable::new(family));
+        let mut families = [Family::V4, Family::V6].map(FamilyTable::new);
         for (prefix, value) in entries {
             // A value that is no action was written by another tool; the
             // agent removes it from the record at start, and it decides
