@@ -79,7 +79,8 @@ pub struct PublishReport {
 }
 
 impl PublishReport {
-    fn add(&mut self, other: Self) {
+    /// Adds what another publish did.
+    pub fn add(&mut self, other: Self) {
         self.chunks_written += other.chunks_written;
         self.starts_written += other.starts_written;
         self.waits += other.waits;
@@ -271,22 +272,10 @@ impl Layout {
         chunks: impl IntoIterator<Item = u32>,
         memory: &mut impl Memory,
     ) -> Result<PublishReport, (PublishReport, LookupError)> {
-        let mut report = PublishReport::default();
-        let mut first_error = None;
-        for chunk in chunks {
-            let ranges = table.chunk_ranges(chunk);
-            match self.publish_chunk(chunk, &ranges, memory) {
-                Ok(done) => report.add(done),
-                Err((done, err)) => {
-                    report.add(done);
-                    first_error.get_or_insert(err);
-                }
-            }
-        }
-        match first_error {
-            None => Ok(report),
-            Some(err) => Err((report, err)),
-        }
+        let each = chunks
+            .into_iter()
+            .map(|chunk| (chunk, table.chunk_ranges(chunk)));
+        self.publish_each(each, memory)
     }
 
     /// [`Layout::publish`] over every chunk, from one pass over the table.
@@ -298,9 +287,20 @@ impl Layout {
         table: &FamilyTable,
         memory: &mut impl Memory,
     ) -> Result<PublishReport, (PublishReport, LookupError)> {
+        let each = (0..DIRECTORY_SLOTS).zip(table.all_chunk_ranges());
+        self.publish_each(each, memory)
+    }
+
+    /// Publishes each chunk on its own; the first error is returned once
+    /// all were tried.
+    fn publish_each(
+        &mut self,
+        chunks: impl Iterator<Item = (u32, Ranges)>,
+        memory: &mut impl Memory,
+    ) -> Result<PublishReport, (PublishReport, LookupError)> {
         let mut report = PublishReport::default();
         let mut first_error = None;
-        for (chunk, ranges) in (0..DIRECTORY_SLOTS).zip(table.all_chunk_ranges()) {
+        for (chunk, ranges) in chunks {
             match self.publish_chunk(chunk, &ranges, memory) {
                 Ok(done) => report.add(done),
                 Err((done, err)) => {

@@ -29,27 +29,7 @@ use ip_masq_common::{
 use ip_masq_config::table::Table;
 use ipnet::IpNet;
 use lab::Bpffs;
-
-/// splitmix64: reproducible tables and probes; the seed is in every message.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
-    }
-
-    fn below(&mut self, bound: u64) -> u64 {
-        self.next() % bound
-    }
-
-    fn wide(&mut self) -> u128 {
-        u128::from(self.next()) << 64 | u128::from(self.next())
-    }
-}
+use rand::{Rng as _, RngCore as _, SeedableRng as _, rngs::StdRng};
 
 fn width(ipv6: bool) -> u32 {
     if ipv6 { 128 } else { 32 }
@@ -76,24 +56,24 @@ fn host_bits(ipv6: bool, len: u8) -> u128 {
 /// `count` prefixes of mixed lengths, both actions: drawn around a few
 /// bases so that they nest (exceptions inside ranges inside ranges), with
 /// full-length ones, very short ones, and sometimes /0.
-fn random_table(rng: &mut Rng, ipv6: bool, count: usize) -> Table {
+fn random_table(rng: &mut StdRng, ipv6: bool, count: usize) -> Table {
     let width = width(ipv6);
     let all = u128::MAX >> (128 - width);
-    let bases: Vec<u128> = (0..6).map(|_| rng.wide() & all).collect();
+    let bases: Vec<u128> = (0..6).map(|_| rng.random::<u128>() & all).collect();
     let mut entries = Vec::with_capacity(count + 1);
     for _ in 0..count {
-        let len = match rng.below(12) {
-            0 => rng.below(u64::from(width) / 4 + 1),
+        let len = match rng.random_range(0..12) {
+            0 => rng.random_range(0..u64::from(width) / 4 + 1),
             1 => u64::from(width),
-            _ => u64::from(width) / 4 + rng.below(u64::from(width) * 3 / 4 + 1),
+            _ => u64::from(width) / 4 + rng.random_range(0..u64::from(width) * 3 / 4 + 1),
         };
         let len = u8::try_from(len).expect("at most 128");
-        let base = bases[usize::try_from(rng.below(6)).expect("small")];
-        let keep_top = 8 + u32::try_from(rng.below(u64::from(width) / 2)).expect("small");
+        let base = bases[rng.random_range(0..6usize)];
+        let keep_top = 8 + u32::try_from(rng.random_range(0..u64::from(width) / 2)).expect("small");
         let spread = all >> keep_top.min(width - 1);
-        let address = (base & !spread) | (rng.wide() & spread);
+        let address = (base & !spread) | (rng.random::<u128>() & spread);
         let network = address & !host_bits(ipv6, len);
-        let action = if rng.below(3) == 0 {
+        let action = if rng.random_range(0..3) == 0 {
             Action::Masquerade
         } else {
             Action::KeepSource
@@ -103,7 +83,7 @@ fn random_table(rng: &mut Rng, ipv6: bool, count: usize) -> Table {
             action,
         ));
     }
-    if rng.below(2) == 0 {
+    if rng.random_range(0..2) == 0 {
         let zero = if ipv6 { "::/0" } else { "0.0.0.0/0" };
         entries.push((zero.parse().expect("literal"), Action::KeepSource));
     }
@@ -112,7 +92,7 @@ fn random_table(rng: &mut Rng, ipv6: bool, count: usize) -> Table {
 
 /// The table's edges (first and last address of each prefix and the
 /// addresses just outside), then random addresses, up to `count`.
-fn probes(table: &Table, rng: &mut Rng, ipv6: bool, count: usize) -> Vec<u128> {
+fn probes(table: &Table, rng: &mut StdRng, ipv6: bool, count: usize) -> Vec<u128> {
     let all = u128::MAX >> (128 - width(ipv6));
     let mut out = vec![0, all];
     for (prefix, _) in table.iter() {
@@ -131,11 +111,11 @@ fn probes(table: &Table, rng: &mut Rng, ipv6: bool, count: usize) -> Vec<u128> {
     let edges = out.len();
     while out.len() < count {
         // Half near an edge, half anywhere.
-        let address = if rng.below(2) == 0 {
-            let edge = out[usize::try_from(rng.below(edges as u64)).expect("small")];
-            edge ^ (rng.wide() & u128::from(rng.next() as u16))
+        let address = if rng.random_range(0..2) == 0 {
+            let edge = out[usize::try_from(rng.random_range(0..edges as u64)).expect("small")];
+            edge ^ (rng.random::<u128>() & u128::from(rng.next_u64() as u16))
         } else {
-            rng.wide()
+            rng.random::<u128>()
         };
         out.push(address & all);
     }
@@ -224,7 +204,7 @@ fn the_directory_decides_as_the_kernels_lpm_trie_for_a_million_probes() {
     let mut total = 0;
     for (index, (ipv6, size, probe_count)) in cases.into_iter().enumerate() {
         let seed = 0x00d1_ff00 + index as u64;
-        let mut rng = Rng(seed);
+        let mut rng = StdRng::seed_from_u64(seed);
         let table = random_table(&mut rng, ipv6, size);
         let bpffs = Bpffs::new();
         let mut datapath = load(&bpffs, 65_536);
@@ -267,7 +247,7 @@ fn the_directory_decides_as_the_kernels_lpm_trie_for_a_million_probes() {
 fn lookups_during_table_swaps_see_only_the_old_or_the_new_decision() {
     const SWAPS: u64 = 40;
     let seed = 0x5a_a9;
-    let mut rng = Rng(seed);
+    let mut rng = StdRng::seed_from_u64(seed);
     let ipv6 = false;
     // Tables with much in common, so that many destinations are decided
     // alike by neighbours and many are not.
@@ -419,7 +399,7 @@ fn snapshot(pin_dir: &Path) -> Vec<Vec<u64>> {
 #[test]
 #[ignore = "needs root"]
 fn a_restart_adopts_the_directory_without_rewriting_it() {
-    let mut rng = Rng(0xad_0b7);
+    let mut rng = StdRng::seed_from_u64(0xad_0b7);
     let mut entries: Vec<(IpNet, Action)> = random_table(&mut rng, false, 5_000)
         .iter()
         .map(|(p, e)| (*p, e.action))

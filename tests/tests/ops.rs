@@ -735,7 +735,8 @@ fn doctor_finds_each_conflict_in_real_rules() {
     let other_bpffs = lab::Bpffs::new();
     let other_pins = other_bpffs.pin_dir();
     let other_state = lab.config_dir().join("other-state");
-    let mut other = lab::AgentBuilder::new(&lab.node.path(), &["run", "--config"])
+    let mut other = lab::AgentBuilder::new(&lab.node.path(), &["run", "--datapath", "tc"])
+        .arg("--config")
         .arg(lab.config_path().to_str().unwrap())
         .arg("--pin-path")
         .arg(other_pins.to_str().unwrap())

@@ -206,9 +206,7 @@ impl Directory {
             let published = layout
                 .publish_all(&table, mapped)
                 .map_err(|(_, err)| DatapathError::Publish(err))?;
-            report.chunks_written += published.chunks_written;
-            report.starts_written += published.starts_written;
-            report.waits += published.waits;
+            report.add(published);
             Ok::<_, DatapathError>(FamilyDirectory {
                 table,
                 layout,
@@ -261,15 +259,9 @@ impl Directory {
                 chunks.iter().copied(),
                 &mut self.mapped,
             ) {
-                Ok(done) => {
-                    report.chunks_written += done.chunks_written;
-                    report.starts_written += done.starts_written;
-                    report.waits += done.waits;
-                }
+                Ok(done) => report.add(done),
                 Err((done, err)) => {
-                    report.chunks_written += done.chunks_written;
-                    report.starts_written += done.starts_written;
-                    report.waits += done.waits;
+                    report.add(done);
                     // Chunks already right are skipped on the retry.
                     directory.dirty = chunks;
                     first_error.get_or_insert(err);
