@@ -25,7 +25,7 @@ use ip_masq_common::{
     Action, DEFAULT_KEEP_SOURCE_MARK, MAP_DIRECTORY_V4, MAP_DIRECTORY_V6, MAP_NON_MASQ_V4,
     MAP_NON_MASQ_V6, MAP_RANGES_V4, MAP_RANGES_V6, MAP_STATS, MAP_XT_BPF_STATS,
     PROGRAM_BENCH_LOAD_FILTER, PROGRAM_BENCH_NOOP, PROGRAM_BENCH_NOOP_FILTER, PROGRAM_XT_BPF_V4,
-    range_capacity_v4, range_capacity_v6, range_words_v4,
+    range_capacity, range_words_v4,
 };
 use ipnet::IpNet;
 use thiserror::Error;
@@ -419,8 +419,8 @@ fn load_extra_programs(
     let xt_stats_pin = args.pin_path.join(MAP_XT_BPF_STATS);
     let mut loader = EbpfLoader::new();
     loader
-        .map_max_entries(MAP_RANGES_V4, range_words_v4(range_capacity_v4(capacity)))
-        .map_max_entries(MAP_RANGES_V6, range_capacity_v6(capacity));
+        .map_max_entries(MAP_RANGES_V4, range_words_v4(range_capacity(capacity)))
+        .map_max_entries(MAP_RANGES_V6, range_capacity(capacity));
     for name in [
         MAP_DIRECTORY_V4,
         MAP_RANGES_V4,

@@ -87,20 +87,26 @@ pub const SEARCH_STEPS_V6: usize = 24;
 /// finer one.
 pub const MAX_CHUNK_RANGES_V6: u32 = 1 << SEARCH_STEPS_V6;
 
-/// Range starts `MASQ_RANGES_V4` holds for a table capacity of `max_cidrs`.
+/// Range starts each family's range array holds for a table capacity of
+/// `max_cidrs` prefixes: two halves, each able to hold any whole table.
 ///
-/// A table of N prefixes cuts the chunks into at most 3N ranges (each
-/// prefix adds two boundaries, and each chunk it falls in one start); the
-/// rest is room for the new ranges of changed chunks, written beside the
-/// old ones before the directory switches to them.
-pub const fn range_capacity_v4(max_cidrs: u32) -> u32 {
-    max_cidrs.saturating_mul(4).saturating_add(DIRECTORY_SLOTS)
-}
-
-/// Range starts `MASQ_RANGES_V6` holds for a table capacity of `max_cidrs`:
-/// less spare room than IPv4, since each start takes 16 bytes, not 2.
-pub const fn range_capacity_v6(max_cidrs: u32) -> u32 {
-    max_cidrs.saturating_mul(3).saturating_add(DIRECTORY_SLOTS)
+/// A table of N prefixes cuts at most 2N + min(N, 65,536) ranges: a prefix
+/// no longer than /16 decides whole chunks and adds none, a longer one
+/// lies in one chunk and adds at most two, and each chunk it cuts has one
+/// more. The agent allocates in one half; when a changed chunk's new
+/// ranges find no room beside the old ones there, it writes the whole
+/// table into the other half (see `ip-masq-lookup`'s layout).
+pub const fn range_capacity(max_cidrs: u32) -> u32 {
+    let chunks = if max_cidrs < DIRECTORY_SLOTS {
+        max_cidrs
+    } else {
+        DIRECTORY_SLOTS
+    };
+    max_cidrs
+        .saturating_mul(2)
+        .saturating_add(chunks)
+        .saturating_add(1)
+        .saturating_mul(2)
 }
 
 /// 64-bit words of `MASQ_RANGES_V4` for `starts` range starts.

@@ -17,8 +17,7 @@ use aya_ebpf::{
 };
 use ip_masq_common::{
     DEFAULT_MAP_CAPACITY, DIRECTORY_SLOTS, DirectoryEntry, MAP_FLAG_MMAPABLE, SEARCH_STEPS_V4,
-    SEARCH_STEPS_V6, V4_STARTS_PER_WORD, range_capacity_v4, range_capacity_v6, range_start_v4,
-    range_words_v4,
+    SEARCH_STEPS_V6, V4_STARTS_PER_WORD, range_capacity, range_start_v4, range_words_v4,
 };
 
 /// IPv4 destinations and their action, as the agent wrote them: the record
@@ -39,7 +38,7 @@ pub static MASQ_DIR_V4: Array<u64, { DIRECTORY_SLOTS as usize }, MAP_FLAG_MMAPAB
 #[btf_map]
 pub static MASQ_RANGES_V4: Array<
     u64,
-    { range_words_v4(range_capacity_v4(DEFAULT_MAP_CAPACITY)) as usize },
+    { range_words_v4(range_capacity(DEFAULT_MAP_CAPACITY)) as usize },
     MAP_FLAG_MMAPABLE,
 > = Array::new();
 
@@ -51,7 +50,7 @@ pub static MASQ_DIR_V6: Array<u64, { DIRECTORY_SLOTS as usize }, MAP_FLAG_MMAPAB
 #[btf_map]
 pub static MASQ_RANGES_V6: Array<
     [u64; 2],
-    { range_capacity_v6(DEFAULT_MAP_CAPACITY) as usize },
+    { range_capacity(DEFAULT_MAP_CAPACITY) as usize },
     MAP_FLAG_MMAPABLE,
 > = Array::new();
 

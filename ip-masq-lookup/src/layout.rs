@@ -13,6 +13,16 @@
 //! A destination is therefore decided by the old chunk or by the new one,
 //! never by a mixture, and one decided alike by both never sees the other
 //! decision.
+//!
+//! Space never runs out for a table the arrays are sized for. The range
+//! array is two halves, each big enough for any whole table
+//! ([`ip_masq_common::range_capacity`]); ranges are allocated in one
+//! half, first fit. When that half has no run long enough (old and new
+//! ranges of one chunk side by side, or gaps left by earlier updates), the
+//! layout *flips*: after a wait for readers the other half is free, and
+//! every chunk of the table is written into it from its start, each chunk
+//! switched on its own as above. The half left behind is free again after
+//! the next wait.
 
 use std::collections::BTreeMap;
 
@@ -76,6 +86,8 @@ pub struct PublishReport {
     pub starts_written: usize,
     /// Waits for readers (each about one RCU grace period).
     pub waits: usize,
+    /// Times the whole table was moved to the other half of the range array.
+    pub flips: usize,
 }
 
 impl PublishReport {
@@ -84,6 +96,7 @@ impl PublishReport {
         self.chunks_written += other.chunks_written;
         self.starts_written += other.starts_written;
         self.waits += other.waits;
+        self.flips += other.flips;
     }
 }
 
@@ -96,10 +109,16 @@ pub struct Layout {
     entries: Vec<DirectoryEntry>,
     /// The starts of every chunk whose entry names ranges.
     placed: BTreeMap<u32, Vec<u128>>,
-    /// Free extents: first slot to length, never touching each other.
-    free: BTreeMap<u32, u32>,
+    /// Free extents of each half: first slot to length, never touching
+    /// each other, never crossing into the other half.
+    free: [BTreeMap<u32, u32>; 2],
+    /// The half new ranges are allocated in.
+    current: usize,
     /// Extents no entry names any more that a reader may still be reading.
     retired: Vec<(u32, u32)>,
+    /// Chunks whose ranges in the arrays someone changed: rewritten at the
+    /// next publish whatever the table says.
+    forced: std::collections::BTreeSet<u32>,
     /// The most ranges a chunk may have: what the programs' fixed number
     /// of search steps settles.
     chunk_limit: u32,
@@ -109,17 +128,15 @@ impl Layout {
     /// The layout of fresh arrays: every entry zero (masquerade), every
     /// range slot free.
     pub fn fresh(family: Family, capacity: u32) -> Self {
-        let mut free = BTreeMap::new();
-        if capacity > 0 {
-            free.insert(0, capacity);
-        }
         Self {
             family,
             capacity,
             entries: vec![DirectoryEntry::default(); DIRECTORY_SLOTS as usize],
             placed: BTreeMap::new(),
-            free,
+            free: [0, 1].map(|half| complement(&BTreeMap::new(), half_range(capacity, half))),
+            current: 0,
             retired: Vec::new(),
+            forced: std::collections::BTreeSet::new(),
             chunk_limit: match family {
                 Family::V4 => 1 << SEARCH_STEPS_V4,
                 Family::V6 => MAX_CHUNK_RANGES_V6,
@@ -174,7 +191,25 @@ impl Layout {
                 .placed
                 .insert(chunk, memory.read_starts(family, chunk, base, len));
         }
-        layout.free = complement(&used, capacity);
+        layout.free = [0, 1].map(|half| complement(&used, half_range(capacity, half)));
+        // Allocate where an interrupted flip was going: the half whose
+        // ranges are one run from its start; else the fuller half.
+        let in_use = |half: usize| {
+            let range = half_range(capacity, half);
+            used.range(range.clone())
+                .map(|(_, &len)| u64::from(len))
+                .sum::<u64>()
+        };
+        let packed = |half: usize| {
+            let range = half_range(capacity, half);
+            let free = &layout.free[half];
+            in_use(half) > 0 && free.len() == 1 && free.keys().next() != Some(&range.start)
+        };
+        layout.current = match (packed(0), packed(1)) {
+            (true, false) => 0,
+            (false, true) => 1,
+            _ => usize::from(in_use(1) > in_use(0)),
+        };
         memory.wait_for_readers().map_err(LookupError::Wait)?;
         Ok(layout)
     }
@@ -238,18 +273,17 @@ impl Layout {
                 drifted.push(chunk);
             }
         }
-        for &chunk in &drifted {
-            let recorded =
-                std::mem::replace(&mut self.entries[chunk as usize], DirectoryEntry(u64::MAX));
-            if self.placed.remove(&chunk).is_some() {
-                self.retired.push((recorded.base(), recorded.ranges()));
-            }
-        }
+        // Their recorded ranges stay allocated until the rewrite switches
+        // the entry away from them, as for any update.
+        self.forced.extend(drifted.iter().copied());
         drifted
     }
 
     /// Whether `chunk` holds exactly `ranges`.
     fn holds(&self, chunk: u32, ranges: &Ranges) -> bool {
+        if self.forced.contains(&chunk) {
+            return false;
+        }
         let entry = self.entries[chunk as usize];
         if ranges.starts.len() <= 1 {
             return entry.is_uniform() && entry.first_keeps() == ranges.first_keeps;
@@ -275,7 +309,7 @@ impl Layout {
         let each = chunks
             .into_iter()
             .map(|chunk| (chunk, table.chunk_ranges(chunk)));
-        self.publish_each(each, memory)
+        self.publish_each(table, each, memory)
     }
 
     /// [`Layout::publish`] over every chunk, from one pass over the table.
@@ -288,20 +322,32 @@ impl Layout {
         memory: &mut impl Memory,
     ) -> Result<PublishReport, (PublishReport, LookupError)> {
         let each = (0..DIRECTORY_SLOTS).zip(table.all_chunk_ranges());
-        self.publish_each(each, memory)
+        self.publish_each(table, each, memory)
     }
 
     /// Publishes each chunk on its own; the first error is returned once
-    /// all were tried.
+    /// all were tried. A chunk that finds no run long enough in the
+    /// current half flips the layout, which publishes the whole table.
     fn publish_each(
         &mut self,
+        table: &FamilyTable,
         chunks: impl Iterator<Item = (u32, Ranges)>,
         memory: &mut impl Memory,
     ) -> Result<PublishReport, (PublishReport, LookupError)> {
         let mut report = PublishReport::default();
         let mut first_error = None;
+        let mut flipped = false;
         for (chunk, ranges) in chunks {
-            match self.publish_chunk(chunk, &ranges, memory) {
+            let mut outcome = self.publish_chunk(chunk, &ranges, false, memory);
+            if !flipped && matches!(outcome, Err((_, LookupError::NoRoom { .. }))) {
+                flipped = true;
+                outcome = self.flip(table, memory).map(|done| {
+                    let mut done = done;
+                    done.flips += 1;
+                    done
+                });
+            }
+            match outcome {
                 Ok(done) => report.add(done),
                 Err((done, err)) => {
                     report.add(done);
@@ -315,14 +361,55 @@ impl Layout {
         }
     }
 
+    /// Moves the whole table into the other half: after a wait for
+    /// readers that half holds nothing a reader can still see (after an
+    /// interrupted flip, only the run it wrote from its start), and each
+    /// chunk is written there and switched on its own.
+    fn flip(
+        &mut self,
+        table: &FamilyTable,
+        memory: &mut impl Memory,
+    ) -> Result<PublishReport, (PublishReport, LookupError)> {
+        let mut report = PublishReport::default();
+        memory
+            .wait_for_readers()
+            .map_err(|err| (report, LookupError::Wait(err)))?;
+        report.waits += 1;
+        for (base, len) in std::mem::take(&mut self.retired) {
+            self.release(base, len);
+        }
+        self.current = 1 - self.current;
+        let mut first_error = None;
+        for (chunk, ranges) in (0..DIRECTORY_SLOTS).zip(table.all_chunk_ranges()) {
+            match self.publish_chunk(chunk, &ranges, true, memory) {
+                Ok(done) => report.add(done),
+                Err((done, err)) => {
+                    report.add(done);
+                    first_error.get_or_insert(err);
+                }
+            }
+        }
+        match first_error {
+            None => Ok(report),
+            Some(err) => Err((report, err)),
+        }
+    }
+
+    /// Publishes one chunk; with `in_current_half`, a chunk whose ranges
+    /// lie in the other half is moved even when they are right.
     fn publish_chunk(
         &mut self,
         chunk: u32,
         ranges: &Ranges,
+        in_current_half: bool,
         memory: &mut impl Memory,
     ) -> Result<PublishReport, (PublishReport, LookupError)> {
         let mut report = PublishReport::default();
-        if self.holds(chunk, ranges) {
+        let entry = self.entries[chunk as usize];
+        let misplaced = in_current_half
+            && !entry.is_uniform()
+            && !half_range(self.capacity, self.current).contains(&entry.base());
+        if !misplaced && self.holds(chunk, ranges) {
             return Ok(report);
         }
         let entry = if ranges.starts.len() <= 1 {
@@ -356,11 +443,13 @@ impl Layout {
         if old_starts.is_some() && !old.is_uniform() {
             self.retired.push((old.base(), old.ranges()));
         }
+        self.forced.remove(&chunk);
         Ok(report)
     }
 
-    /// A free extent of `len` slots, first fit; retired space is reclaimed
-    /// (after a wait for readers) only when free space has none.
+    /// A free extent of `len` slots in the current half, first fit;
+    /// retired space is reclaimed (after a wait for readers) only when the
+    /// half has none.
     fn allocate(
         &mut self,
         len: u32,
@@ -388,43 +477,64 @@ impl Layout {
     }
 
     fn take_free(&mut self, len: u32) -> Option<u32> {
-        let (&start, &free_len) = self.free.iter().find(|&(_, &free_len)| free_len >= len)?;
-        self.free.remove(&start);
+        let free = &mut self.free[self.current];
+        let (&start, &free_len) = free.iter().find(|&(_, &free_len)| free_len >= len)?;
+        free.remove(&start);
         if free_len > len {
-            self.free.insert(start + len, free_len - len);
+            free.insert(start + len, free_len - len);
         }
         Some(start)
     }
 
-    /// Returns an extent to free space, merged with its neighbours.
+    /// Returns an extent to its half's free space, merged with its
+    /// neighbours there.
     fn release(&mut self, base: u32, len: u32) {
+        let half = usize::from(!half_range(self.capacity, 0).contains(&base));
+        let free = &mut self.free[half];
         let (mut start, mut end) = (base, base + len);
-        if let Some((&before, &before_len)) = self.free.range(..start).next_back()
+        if let Some((&before, &before_len)) = free.range(..start).next_back()
             && before + before_len == start
         {
-            self.free.remove(&before);
+            free.remove(&before);
             start = before;
         }
-        if let Some(&after_len) = self.free.get(&end) {
-            self.free.remove(&end);
+        if let Some(&after_len) = free.get(&end) {
+            free.remove(&end);
             end += after_len;
         }
-        self.free.insert(start, end - start);
+        free.insert(start, end - start);
     }
 }
 
-/// The extents of `0..capacity` that `used` leaves free.
-fn complement(used: &BTreeMap<u32, u32>, capacity: u32) -> BTreeMap<u32, u32> {
+/// The slots of one half of a range array of `capacity` slots.
+fn half_range(capacity: u32, half: usize) -> std::ops::Range<u32> {
+    let half_len = capacity / 2;
+    if half == 0 {
+        0..half_len
+    } else {
+        half_len..half_len * 2
+    }
+}
+
+/// The extents of `range` that `used` leaves free; an extent that crosses
+/// the range's edge (never written by this layout, which keeps each half
+/// apart) counts as used where it overlaps.
+fn complement(used: &BTreeMap<u32, u32>, range: std::ops::Range<u32>) -> BTreeMap<u32, u32> {
     let mut free = BTreeMap::new();
-    let mut cursor = 0;
+    let mut cursor = range.start;
     for (&start, &len) in used {
+        let end = start.saturating_add(len).min(range.end);
+        let start = start.max(range.start);
+        if start >= end {
+            continue;
+        }
         if start > cursor {
             free.insert(cursor, start - cursor);
         }
-        cursor = cursor.max(start + len);
+        cursor = cursor.max(end);
     }
-    if capacity > cursor {
-        free.insert(cursor, capacity - cursor);
+    if range.end > cursor {
+        free.insert(cursor, range.end - cursor);
     }
     free
 }

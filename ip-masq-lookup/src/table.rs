@@ -34,8 +34,7 @@ impl Ranges {
 }
 
 /// One family's prefixes: network (as a number) and length, and whether
-/// the source is kept. Unknown map values are recorded as "masquerade":
-/// as the longest match they masquerade, whatever a shorter prefix says.
+/// the source is kept.
 #[derive(Clone, Debug)]
 pub struct FamilyTable {
     family: Family,

@@ -271,9 +271,11 @@ fn a_published_directory_decides_as_the_table_does() {
 fn an_update_shows_each_destination_the_old_or_the_new_decision_only() {
     let mut rng = StdRng::seed_from_u64(17);
     for family in [Family::V4, Family::V6] {
-        // Room for little more than two tables: reclaiming is needed.
-        let mut memory = FakeMemory::new(family, 900);
-        let mut layout = Layout::fresh(family, 900);
+        // Arrays sized for 200 prefixes, as the agent sizes them for
+        // --max-cidrs: reclaiming and flips are needed on the way.
+        let capacity = ip_masq_common::range_capacity(200);
+        let mut memory = FakeMemory::new(family, capacity);
+        let mut layout = Layout::fresh(family, capacity);
         let mut old = random_table(family, &mut rng, 200);
         layout.publish_all(&old, &mut memory).expect("room");
         for _ in 0..10 {
@@ -372,9 +374,10 @@ fn an_entry_naming_slots_outside_the_array_is_rewritten() {
 
 #[test]
 fn a_chunk_without_room_keeps_its_old_ranges() {
+    // Halves of four slots: a table over the size the arrays were made for.
     let family = Family::V4;
-    let mut memory = FakeMemory::new(family, 4);
-    let mut layout = Layout::fresh(family, 4);
+    let mut memory = FakeMemory::new(family, 8);
+    let mut layout = Layout::fresh(family, 8);
     let mut table = FamilyTable::new(family);
     table.insert(0x0a00_0100, 24, true);
     layout.publish_all(&table, &mut memory).expect("room");
@@ -383,13 +386,13 @@ fn a_chunk_without_room_keeps_its_old_ranges() {
     table.insert(0x0a00_0500, 24, true);
     let (_, err) = layout
         .publish(&table, [0x0a00], &mut memory)
-        .expect_err("7 starts in 4 slots");
+        .expect_err("7 starts in halves of 4 slots");
     assert!(
         matches!(
             err,
             LookupError::NoRoom {
                 needed: 7,
-                capacity: 4,
+                capacity: 8,
                 ..
             }
         ),
@@ -446,6 +449,170 @@ fn writes_into_the_arrays_by_someone_else_are_found_and_undone() {
         assert_eq!(
             memory.decide(address),
             table.longest_match(address),
+            "{address:#x}"
+        );
+    }
+}
+
+/// `count` keep-source /64s, every other one from `2001:db8:2i::/64`,
+/// all in chunk 0x2001: none adjacent, so each is a range of its own.
+fn dense_v6(first: u128, count: u128) -> FamilyTable {
+    let mut table = FamilyTable::new(Family::V6);
+    for i in first..first + count {
+        table.insert((0x2001_0db8_u128 << 96) | ((2 * i) << 64), 64, true);
+    }
+    table
+}
+
+#[test]
+fn a_dense_chunk_changed_at_full_size_flips_into_the_other_half() {
+    // A /16 holding every prefix the arrays are sized for: its old and new
+    // ranges cannot sit side by side in one half.
+    let family = Family::V6;
+    let capacity = ip_masq_common::range_capacity(64);
+    let mut memory = FakeMemory::new(family, capacity);
+    let mut layout = Layout::fresh(family, capacity);
+    let old = dense_v6(0, 64);
+    layout.publish_all(&old, &mut memory).expect("room");
+    let new = dense_v6(1, 64);
+    let expected: Vec<(u128, bool, bool)> = (0..140u128)
+        .map(|i| (0x2001_0db8_u128 << 96) | (i << 64) | 5)
+        .map(|address| {
+            (
+                address,
+                old.longest_match(address),
+                new.longest_match(address),
+            )
+        })
+        .collect();
+    memory.after_store = Some(Box::new(move |memory: &FakeMemory| {
+        for &(address, before, after) in &expected {
+            let seen = memory.decide(address);
+            assert!(
+                seen == before || seen == after,
+                "{address:#x} decided neither way"
+            );
+        }
+    }));
+    let report = layout
+        .publish(&new, [0x2001], &mut memory)
+        .expect("flipped");
+    assert_eq!(report.flips, 1);
+    memory.after_store = None;
+    for i in 0..140u128 {
+        let address = (0x2001_0db8_u128 << 96) | (i << 64) | 5;
+        assert_eq!(
+            memory.decide(address),
+            new.longest_match(address),
+            "{address:#x}"
+        );
+    }
+    // And back, which flips again into the first half.
+    let back = layout
+        .publish(&old, [0x2001], &mut memory)
+        .expect("flipped back");
+    assert_eq!(back.flips, 1);
+}
+
+#[test]
+fn updates_that_fragment_the_arrays_never_run_out_of_room() {
+    // Tables up to the size the arrays are made for, clustered in a few
+    // chunks so that chunks grow, shrink and move: first fit alone would
+    // leave gaps too short for a chunk that grows.
+    let mut rng = StdRng::seed_from_u64(23);
+    for family in [Family::V4, Family::V6] {
+        let max = 64;
+        let capacity = ip_masq_common::range_capacity(max);
+        let mut memory = FakeMemory::new(family, capacity);
+        let mut layout = Layout::fresh(family, capacity);
+        let mut current = FamilyTable::new(family);
+        let mut flips = 0;
+        for _ in 0..300 {
+            let mut next = FamilyTable::new(family);
+            let count = rng.random_range(max / 2..=max);
+            for _ in 0..count {
+                // Apart from each other, so that each prefix is two more
+                // ranges: chunks as fine as a table of this size can cut.
+                let chunk = u128::from(rng.random_range(0..2u32));
+                let slot = u128::from(rng.random_range(0..2_000u32));
+                let (network, len) = match family {
+                    Family::V4 => ((chunk << 16) | (slot * 8), 30),
+                    Family::V6 => ((chunk << 112) | ((2 * slot) << 64), 64),
+                };
+                next.insert(network, len, true);
+            }
+            let chunks = touched_chunks(&[&current, &next]);
+            let report = layout.publish(&next, chunks, &mut memory).expect("room");
+            flips += report.flips;
+            for address in probes(&next, &mut rng) {
+                assert_eq!(
+                    memory.decide(address),
+                    next.longest_match(address),
+                    "{address:#x}"
+                );
+            }
+            current = next;
+        }
+        assert!(
+            flips > 0,
+            "{family:?}: the updates never needed the other half"
+        );
+    }
+}
+
+#[test]
+fn a_flip_cut_short_is_finished_by_the_next_agent() {
+    let family = Family::V6;
+    let capacity = ip_masq_common::range_capacity(64);
+    let mut memory = FakeMemory::new(family, capacity);
+    let mut layout = Layout::fresh(family, capacity);
+    let with_others = |mut table: FamilyTable, keep_every: u128| {
+        for i in 0..4u128 {
+            table.insert(
+                (0x2002_0000_u128 << 96) | (i << 80),
+                48,
+                i % keep_every == 0,
+            );
+        }
+        table
+    };
+    let old = with_others(dense_v6(0, 60), 1);
+    layout.publish_all(&old, &mut memory).expect("room");
+    // 121 new ranges for chunk 0x2001 beside its 121 old ones: a flip.
+    let new = with_others(dense_v6(3, 60), 2);
+    // The agent dies right after the flip's first entry store: chunk
+    // 0x2001 is in the second half, chunk 0x2002 still in the first.
+    let stores = std::rc::Rc::new(std::cell::Cell::new(0));
+    let counter = stores.clone();
+    memory.after_store = Some(Box::new(move |_: &FakeMemory| {
+        counter.set(counter.get() + 1);
+        assert!(counter.get() < 1, "killed");
+    }));
+    let died = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        layout.publish(&new, [0x2001, 0x2002], &mut memory)
+    }));
+    assert!(died.is_err());
+    assert_eq!(stores.get(), 1);
+    memory.after_store = None;
+    drop(layout);
+    // The next agent adopts the arrays as they are, goes on in the half the
+    // flip was filling, and publishes.
+    let mut next = Layout::adopt(family, capacity, &mut memory).expect("adopt");
+    next.publish_all(&new, &mut memory).expect("room");
+    for address in probes(&new, &mut StdRng::seed_from_u64(5)) {
+        assert_eq!(
+            memory.decide(address),
+            new.longest_match(address),
+            "{address:#x}"
+        );
+    }
+    // And the layout still has room to change again.
+    next.publish(&old, [0x2001, 0x2002], &mut memory)
+        .expect("room");
+    for address in probes(&old, &mut StdRng::seed_from_u64(6)) {
+        assert_eq!(
+            memory.decide(address),
+            old.longest_match(address),
             "{address:#x}"
         );
     }

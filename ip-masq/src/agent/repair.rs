@@ -19,9 +19,9 @@ use super::{Agent, AgentError};
 pub(crate) struct ReadBack {
     /// The entries whose value is an action.
     pub(crate) table: Table,
-    /// Entries whose value is no action (someone else wrote them): the
-    /// classifier treats them as "masquerade", and as the longest match
-    /// they win over the keep-source range around them.
+    /// Entries whose value is no action (someone else wrote them). No
+    /// program reads the record, so they decide nothing, but read back as
+    /// part of the table they would be taken for the agent's own.
     pub(crate) unknown: Vec<(IpNet, u8)>,
 }
 

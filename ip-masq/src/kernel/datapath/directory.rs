@@ -203,14 +203,24 @@ impl Directory {
         let mut adopt = |table: FamilyTable, slots: u32, mapped: &mut Mapped| {
             let mut layout =
                 Layout::adopt(table.family(), slots, mapped).map_err(DatapathError::Publish)?;
-            let published = layout
-                .publish_all(&table, mapped)
-                .map_err(|(_, err)| DatapathError::Publish(err))?;
-            report.add(published);
+            // A chunk that cannot be published keeps what it held and is
+            // tried again at every publish (the first is the first sync),
+            // whose failure is logged and keeps the agent from claiming
+            // the config applied; starting anyway keeps the rest in force.
+            let dirty = match layout.publish_all(&table, mapped) {
+                Ok(published) => {
+                    report.add(published);
+                    BTreeSet::new()
+                }
+                Err((published, _)) => {
+                    report.add(published);
+                    (0..DIRECTORY_SLOTS).collect()
+                }
+            };
             Ok::<_, DatapathError>(FamilyDirectory {
                 table,
                 layout,
-                dirty: BTreeSet::new(),
+                dirty,
             })
         };
         let v4 = adopt(table_v4, v4_slots, &mut mapped)?;

@@ -25,8 +25,7 @@ use aya::{
 };
 use ip_masq_common::{
     Action, GLOBAL_KEEP_SOURCE_MARK, MAP_NON_MASQ_V4, MAP_NON_MASQ_V6, MAP_RANGES_V4,
-    MAP_RANGES_V6, MAP_STATS, MAP_XT_BPF_STATS, PROGRAM_CLASSIFIER, range_capacity_v4,
-    range_capacity_v6, range_words_v4,
+    MAP_RANGES_V6, MAP_STATS, MAP_XT_BPF_STATS, PROGRAM_CLASSIFIER, range_capacity, range_words_v4,
 };
 use ip_masq_lookup::{LookupError, PublishReport};
 use ipnet::IpNet;
@@ -140,8 +139,8 @@ impl Datapath {
         let stats_pin = pin_dir.join(MAP_STATS);
         let xt_stats_pin = pin_dir.join(MAP_XT_BPF_STATS);
         let range_slots = [
-            range_capacity_v4(options.max_entries),
-            range_capacity_v6(options.max_entries),
+            range_capacity(options.max_entries),
+            range_capacity(options.max_entries),
         ];
         let mut loader = EbpfLoader::new();
         loader
