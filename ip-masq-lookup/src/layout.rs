@@ -100,6 +100,32 @@ impl PublishReport {
     }
 }
 
+/// What publishing several chunks did: all of it, and the first error.
+#[derive(Default)]
+struct Outcome {
+    report: PublishReport,
+    first_error: Option<LookupError>,
+}
+
+impl Outcome {
+    fn add(&mut self, done: Result<PublishReport, (PublishReport, LookupError)>) {
+        match done {
+            Ok(done) => self.report.add(done),
+            Err((done, err)) => {
+                self.report.add(done);
+                self.first_error.get_or_insert(err);
+            }
+        }
+    }
+
+    fn finish(self) -> Result<PublishReport, (PublishReport, LookupError)> {
+        match self.first_error {
+            None => Ok(self.report),
+            Some(err) => Err((self.report, err)),
+        }
+    }
+}
+
 /// One family's directory as the arrays hold it, and their free space.
 #[derive(Debug)]
 pub struct Layout {
@@ -334,31 +360,18 @@ impl Layout {
         chunks: impl Iterator<Item = (u32, Ranges)>,
         memory: &mut impl Memory,
     ) -> Result<PublishReport, (PublishReport, LookupError)> {
-        let mut report = PublishReport::default();
-        let mut first_error = None;
+        let mut outcome = Outcome::default();
         let mut flipped = false;
         for (chunk, ranges) in chunks {
-            let mut outcome = self.publish_chunk(chunk, &ranges, false, memory);
-            if !flipped && matches!(outcome, Err((_, LookupError::NoRoom { .. }))) {
+            let mut done = self.publish_chunk(chunk, &ranges, false, memory);
+            if !flipped && matches!(done, Err((_, LookupError::NoRoom { .. }))) {
                 flipped = true;
-                outcome = self.flip(table, memory).map(|done| {
-                    let mut done = done;
-                    done.flips += 1;
-                    done
-                });
+                outcome.report.flips += 1;
+                done = self.flip(table, memory);
             }
-            match outcome {
-                Ok(done) => report.add(done),
-                Err((done, err)) => {
-                    report.add(done);
-                    first_error.get_or_insert(err);
-                }
-            }
+            outcome.add(done);
         }
-        match first_error {
-            None => Ok(report),
-            Some(err) => Err((report, err)),
-        }
+        outcome.finish()
     }
 
     /// Moves the whole table into the other half: after a wait for
@@ -379,20 +392,14 @@ impl Layout {
             self.release(base, len);
         }
         self.current = 1 - self.current;
-        let mut first_error = None;
+        let mut outcome = Outcome {
+            report,
+            first_error: None,
+        };
         for (chunk, ranges) in (0..DIRECTORY_SLOTS).zip(table.all_chunk_ranges()) {
-            match self.publish_chunk(chunk, &ranges, true, memory) {
-                Ok(done) => report.add(done),
-                Err((done, err)) => {
-                    report.add(done);
-                    first_error.get_or_insert(err);
-                }
-            }
+            outcome.add(self.publish_chunk(chunk, &ranges, true, memory));
         }
-        match first_error {
-            None => Ok(report),
-            Some(err) => Err((report, err)),
-        }
+        outcome.finish()
     }
 
     /// Publishes one chunk; with `in_current_half`, a chunk whose ranges

@@ -194,6 +194,35 @@ impl Memory for FakeMemory {
     }
 }
 
+/// From now on, after every entry store, each of `probes` must be decided
+/// as `old` or as `new` decides it.
+fn check_old_or_new(
+    memory: &mut FakeMemory,
+    old: &FamilyTable,
+    new: &FamilyTable,
+    probes: Vec<u128>,
+) {
+    let expected: Vec<(u128, bool, bool)> = probes
+        .into_iter()
+        .map(|address| {
+            (
+                address,
+                old.longest_match(address),
+                new.longest_match(address),
+            )
+        })
+        .collect();
+    memory.after_store = Some(Box::new(move |memory: &FakeMemory| {
+        for &(address, before, after) in &expected {
+            let seen = memory.decide(address);
+            assert!(
+                seen == before || seen == after,
+                "{address:#x} decided neither way"
+            );
+        }
+    }));
+}
+
 fn touched_chunks(tables: &[&FamilyTable]) -> Vec<u32> {
     let mut chunks: Vec<u32> = tables
         .iter()
@@ -282,25 +311,7 @@ fn an_update_shows_each_destination_the_old_or_the_new_decision_only() {
             let new = random_table(family, &mut rng, 200);
             let mut all_probes = probes(&old, &mut rng);
             all_probes.extend(probes(&new, &mut rng));
-            let expected: Vec<(u128, bool, bool)> = all_probes
-                .iter()
-                .map(|&address| {
-                    (
-                        address,
-                        old.longest_match(address),
-                        new.longest_match(address),
-                    )
-                })
-                .collect();
-            memory.after_store = Some(Box::new(move |memory: &FakeMemory| {
-                for &(address, before, after) in &expected {
-                    let seen = memory.decide(address);
-                    assert!(
-                        seen == before || seen == after,
-                        "{address:#x} decided neither way"
-                    );
-                }
-            }));
+            check_old_or_new(&mut memory, &old, &new, all_probes);
             let chunks = touched_chunks(&[&old, &new]);
             layout.publish(&new, chunks, &mut memory).expect("room");
             memory.after_store = None;
@@ -475,25 +486,8 @@ fn a_dense_chunk_changed_at_full_size_flips_into_the_other_half() {
     let old = dense_v6(0, 64);
     layout.publish_all(&old, &mut memory).expect("room");
     let new = dense_v6(1, 64);
-    let expected: Vec<(u128, bool, bool)> = (0..140u128)
-        .map(|i| (0x2001_0db8_u128 << 96) | (i << 64) | 5)
-        .map(|address| {
-            (
-                address,
-                old.longest_match(address),
-                new.longest_match(address),
-            )
-        })
-        .collect();
-    memory.after_store = Some(Box::new(move |memory: &FakeMemory| {
-        for &(address, before, after) in &expected {
-            let seen = memory.decide(address);
-            assert!(
-                seen == before || seen == after,
-                "{address:#x} decided neither way"
-            );
-        }
-    }));
+    let probes = (0..140u128).map(|i| (0x2001_0db8_u128 << 96) | (i << 64) | 5);
+    check_old_or_new(&mut memory, &old, &new, probes.collect());
     let report = layout
         .publish(&new, [0x2001], &mut memory)
         .expect("flipped");
