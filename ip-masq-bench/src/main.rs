@@ -22,10 +22,10 @@ use aya::{
 };
 use clap::Parser;
 use ip_masq_common::{
-    Action, DEFAULT_KEEP_SOURCE_MARK, MAP_DIRECTORY_V4, MAP_DIRECTORY_V6, MAP_NON_MASQ_V4,
-    MAP_NON_MASQ_V6, MAP_RANGES_V4, MAP_RANGES_V6, MAP_STATS, MAP_XT_BPF_STATS,
-    PROGRAM_BENCH_LOAD_FILTER, PROGRAM_BENCH_NOOP, PROGRAM_BENCH_NOOP_FILTER, PROGRAM_XT_BPF_V4,
-    range_capacity, range_words_v4,
+    Action, DEFAULT_KEEP_SOURCE_MARK, DIRECTORY_MAPS, MAP_NON_MASQ_V4, MAP_NON_MASQ_V6,
+    MAP_RANGES_V4, MAP_RANGES_V6, MAP_STATS, MAP_XT_BPF_STATS, PROGRAM_BENCH_LOAD_FILTER,
+    PROGRAM_BENCH_NOOP, PROGRAM_BENCH_NOOP_FILTER, PROGRAM_XT_BPF_V4, range_capacity,
+    range_words_v4,
 };
 use ipnet::IpNet;
 use thiserror::Error;
@@ -250,7 +250,7 @@ fn measure(args: &BenchDatapathArgs) -> Result<Report, BenchError> {
             }
         };
         let noop_filter = Some(best_of(
-            extra.noop_filter()?,
+            extra.filter(PROGRAM_BENCH_NOOP_FILTER)?,
             "noop-filter",
             &miss_frame,
             args,
@@ -421,12 +421,7 @@ fn load_extra_programs(
     loader
         .map_max_entries(MAP_RANGES_V4, range_words_v4(range_capacity(capacity)))
         .map_max_entries(MAP_RANGES_V6, range_capacity(capacity));
-    for name in [
-        MAP_DIRECTORY_V4,
-        MAP_RANGES_V4,
-        MAP_DIRECTORY_V6,
-        MAP_RANGES_V6,
-    ] {
+    for name in DIRECTORY_MAPS {
         loader.map_pin_path(name, args.pin_path.join(name));
     }
     let mut ebpf = loader
@@ -475,10 +470,6 @@ impl ExtraPrograms {
                 case: "noop",
                 source: Box::new(source),
             })
-    }
-
-    fn noop_filter(&self) -> Result<&SocketFilter, BenchError> {
-        self.filter(PROGRAM_BENCH_NOOP_FILTER)
     }
 
     fn filter(&self, name: &'static str) -> Result<&SocketFilter, BenchError> {

@@ -21,6 +21,13 @@ pub const MAP_DIRECTORY_V6: &str = "MASQ_DIR_V6";
 /// Range starts of the IPv6 directory's chunks, each a whole address as
 /// `[high 64 bits, low 64 bits]`.
 pub const MAP_RANGES_V6: &str = "MASQ_RANGES_V6";
+/// The range directory's four maps, each pinned under its name.
+pub const DIRECTORY_MAPS: [&str; 4] = [
+    MAP_DIRECTORY_V4,
+    MAP_RANGES_V4,
+    MAP_DIRECTORY_V6,
+    MAP_RANGES_V6,
+];
 /// Per-CPU packet counters of the TC classifier, indexed by the `STAT_*` slots.
 pub const MAP_STATS: &str = "STATS";
 /// Per-CPU connection counters of the xt_bpf socket filters, indexed by the

@@ -245,11 +245,6 @@ impl Layout {
         self.family
     }
 
-    /// Range slots the array holds.
-    pub fn capacity(&self) -> u32 {
-        self.capacity
-    }
-
     /// Range slots named by entries now.
     pub fn slots_in_use(&self) -> u32 {
         self.placed

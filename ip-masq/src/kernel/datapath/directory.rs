@@ -22,14 +22,6 @@ use super::{
     shared::{ReaderFence, SharedArray},
 };
 
-/// The directory's maps, each pinned under its name.
-pub(crate) const MAP_NAMES: [&str; 4] = [
-    MAP_DIRECTORY_V4,
-    MAP_RANGES_V4,
-    MAP_DIRECTORY_V6,
-    MAP_RANGES_V6,
-];
-
 /// One family's arrays.
 struct Arrays {
     directory: SharedArray,
@@ -121,15 +113,6 @@ pub(crate) struct Directory {
     v6: FamilyDirectory,
 }
 
-/// What the directory holds, for status and the benchmark.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct DirectoryUsage {
-    /// Range slots named by directory entries, IPv4 and IPv6.
-    pub slots_in_use: [u32; 2],
-    /// Range slots of each array.
-    pub capacity: [u32; 2],
-}
-
 fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<MapData, DatapathError> {
     match ebpf.take_map(name).ok_or(DatapathError::Missing(name))? {
         aya::maps::Map::Array(data) => Ok(data),
@@ -139,6 +122,26 @@ fn take(ebpf: &mut Ebpf, name: &'static str) -> Result<MapData, DatapathError> {
 
 fn shared(map: MapData, entries: u32, value_size: usize) -> Result<SharedArray, DatapathError> {
     SharedArray::map(map, entries, value_size).map_err(DatapathError::Directory)
+}
+
+/// Records in `tables` (IPv4, IPv6) that `prefix` now has `action`, or no
+/// entry, and returns the chunks that changes.
+fn record(
+    tables: [&mut FamilyTable; 2],
+    prefix: &IpNet,
+    action: Option<Action>,
+) -> std::ops::RangeInclusive<u32> {
+    let (family, network, len) = family_of(prefix);
+    let [v4, v6] = tables;
+    let table = match family {
+        Family::V4 => v4,
+        Family::V6 => v6,
+    };
+    match action {
+        Some(action) => table.insert(network, len, action == Action::KeepSource),
+        None => table.remove(network, len),
+    }
+    table.chunks_of(network, len)
 }
 
 fn family_of(prefix: &IpNet) -> (Family, u128, u8) {
@@ -183,22 +186,15 @@ impl Directory {
             fence: ReaderFence::new().map_err(DatapathError::Directory)?,
         };
         debug_assert_eq!(mapped.v6.ranges.word_count(), v6_slots as usize * 2);
-        let mut families = [Family::V4, Family::V6].map(FamilyTable::new);
+        let [mut table_v4, mut table_v6] = [Family::V4, Family::V6].map(FamilyTable::new);
         for (prefix, value) in entries {
             // A value that is no action was written by another tool; the
             // agent removes it from the record at start, and it decides
             // nothing meanwhile.
-            let Some(action) = Action::from_value(*value) else {
-                continue;
-            };
-            let (family, network, len) = family_of(prefix);
-            families[usize::from(family == Family::V6)].insert(
-                network,
-                len,
-                action == Action::KeepSource,
-            );
+            if let Some(action) = Action::from_value(*value) {
+                record([&mut table_v4, &mut table_v6], prefix, Some(action));
+            }
         }
-        let [table_v4, table_v6] = families;
         let mut report = PublishReport::default();
         let mut adopt = |table: FamilyTable, slots: u32, mapped: &mut Mapped| {
             let mut layout =
@@ -228,25 +224,14 @@ impl Directory {
         Ok((Self { mapped, v4, v6 }, report))
     }
 
-    fn family(&mut self, family: Family) -> &mut FamilyDirectory {
-        match family {
-            Family::V4 => &mut self.v4,
-            Family::V6 => &mut self.v6,
-        }
-    }
-
     /// Notes that the LPM record now holds `prefix` with `action`, or no
     /// longer holds it.
     pub(crate) fn note(&mut self, prefix: &IpNet, action: Option<Action>) {
-        let (family, network, len) = family_of(prefix);
-        let directory = self.family(family);
-        match action {
-            Some(action) => directory
-                .table
-                .insert(network, len, action == Action::KeepSource),
-            None => directory.table.remove(network, len),
-        }
-        let chunks = directory.table.chunks_of(network, len);
+        let chunks = record([&mut self.v4.table, &mut self.v6.table], prefix, action);
+        let directory = match prefix {
+            IpNet::V4(_) => &mut self.v4,
+            IpNet::V6(_) => &mut self.v6,
+        };
         directory.dirty.extend(chunks);
     }
 
@@ -258,11 +243,7 @@ impl Directory {
     pub(crate) fn publish(&mut self) -> Result<PublishReport, LookupError> {
         let mut report = PublishReport::default();
         let mut first_error = None;
-        for family in [Family::V4, Family::V6] {
-            let directory = match family {
-                Family::V4 => &mut self.v4,
-                Family::V6 => &mut self.v6,
-            };
+        for directory in [&mut self.v4, &mut self.v6] {
             let chunks = std::mem::take(&mut directory.dirty);
             match directory.layout.publish(
                 &directory.table,
@@ -292,13 +273,10 @@ impl Directory {
     /// publish.
     pub(crate) fn repair(&mut self) -> Result<usize, LookupError> {
         let mut found = 0;
-        for family in [Family::V4, Family::V6] {
-            let drifted = match family {
-                Family::V4 => self.v4.layout.drifted(&self.mapped),
-                Family::V6 => self.v6.layout.drifted(&self.mapped),
-            };
+        for directory in [&mut self.v4, &mut self.v6] {
+            let drifted = directory.layout.drifted(&self.mapped);
             found += drifted.len();
-            self.family(family).dirty.extend(drifted);
+            directory.dirty.extend(drifted);
         }
         self.publish()?;
         Ok(found)
@@ -313,13 +291,5 @@ impl Directory {
             (MAP_DIRECTORY_V6, m.v6.directory.map_data()),
             (MAP_RANGES_V6, m.v6.ranges.map_data()),
         ]
-    }
-
-    /// What the arrays hold.
-    pub(crate) fn usage(&self) -> DirectoryUsage {
-        DirectoryUsage {
-            slots_in_use: [self.v4.layout.slots_in_use(), self.v6.layout.slots_in_use()],
-            capacity: [self.v4.layout.capacity(), self.v6.layout.capacity()],
-        }
     }
 }

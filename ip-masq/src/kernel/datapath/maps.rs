@@ -140,18 +140,10 @@ pub struct MapMemory {
 /// Fails when a map is not pinned or its fdinfo cannot be read.
 pub fn pinned_map_memory(pin_dir: &Path) -> Result<Vec<MapMemory>, DatapathError> {
     use std::os::fd::{AsFd as _, AsRawFd as _};
-    let names = [
-        MAP_NON_MASQ_V4,
-        MAP_NON_MASQ_V6,
-        ip_masq_common::MAP_DIRECTORY_V4,
-        ip_masq_common::MAP_RANGES_V4,
-        ip_masq_common::MAP_DIRECTORY_V6,
-        ip_masq_common::MAP_RANGES_V6,
-        ip_masq_common::MAP_STATS,
-        ip_masq_common::MAP_XT_BPF_STATS,
-    ];
-    names
+    [MAP_NON_MASQ_V4, MAP_NON_MASQ_V6]
         .into_iter()
+        .chain(ip_masq_common::DIRECTORY_MAPS)
+        .chain([ip_masq_common::MAP_STATS, ip_masq_common::MAP_XT_BPF_STATS])
         .map(|name| {
             let map = MapData::from_pin(pin_dir.join(name))?;
             let fd = map.fd().as_fd().as_raw_fd();

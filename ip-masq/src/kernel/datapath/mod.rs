@@ -41,7 +41,6 @@ mod stats;
 mod tcx;
 mod xt_bpf;
 
-pub use directory::DirectoryUsage;
 pub use error::DatapathError;
 pub use probe::Probe;
 pub use stats::{ConnectionStats, PacketStats};
@@ -149,7 +148,7 @@ impl Datapath {
             .map_max_entries(MAP_NON_MASQ_V6, options.max_entries)
             .map_max_entries(MAP_RANGES_V4, range_words_v4(range_slots[0]))
             .map_max_entries(MAP_RANGES_V6, range_slots[1]);
-        for name in directory::MAP_NAMES {
+        for name in ip_masq_common::DIRECTORY_MAPS {
             loader.map_pin_path(name, pin_dir.join(name));
         }
         let mut ebpf = loader
@@ -214,11 +213,6 @@ impl Datapath {
     /// A chunk that could not be rewritten.
     pub fn repair_directory(&mut self) -> Result<usize, LookupError> {
         self.directory.repair()
-    }
-
-    /// Range slots in use and held by each family's array.
-    pub fn directory_usage(&self) -> DirectoryUsage {
-        self.directory.usage()
     }
 
     fn program(&mut self) -> Result<&mut SchedClassifier, DatapathError> {
